@@ -1,0 +1,81 @@
+"""VGD-GPT2 configuration."""
+
+from transformers import GPT2Config
+
+# Modality ids (paper Eq. 2-3): video regions, caption, user utterances, system responses.
+MODALITY_VIS = 0
+MODALITY_CAP = 1
+MODALITY_USR = 2
+MODALITY_SYS = 3
+NUM_MODALITIES = 4
+
+VIDEO_POOLING_MODES = ("spatiotemporal", "spatial", "temporal")
+
+
+class VGDGPT2Config(GPT2Config):
+    r"""
+    Configuration of [`VGDGPT2ForDialogue`]: every field of [`GPT2Config`] plus the video and dialogue
+    encodings of VGD-GPT2 (Le & Hoi, ACL 2020).
+
+    Args:
+        video_feature_dim (`int`, defaults to 2048):
+            D, the size of one pre-extracted video feature vector (e.g. 2048 for ResNeXt / I3D, 4224 for
+            I3D rgb + flow + VGGish concatenated).
+        max_video_frames (`int`, defaults to 256):
+            Rows of the temporal encoding: the most frames (segments) F one video may have.
+        max_video_regions (`int`, defaults to 64):
+            The most spatial regions P per frame. Region p is encoded with GPT-2's position table row p.
+        max_turns (`int`, defaults to 16):
+            Rows of the turn encoding. Turn 0 is the caption; turn t the t-th question / answer pair kept
+            in the sequence.
+        video_pooling (`str`, defaults to `"spatiotemporal"`):
+            `"spatiotemporal"` keeps all F x P regions; `"spatial"` average-pools over time (one pooled
+            frame of P regions); `"temporal"` average-pools over space (F frames of one region). The
+            processor pools; the model checks the shapes it receives.
+        use_mlm / use_mvm / use_mvt (`bool`, default `True`):
+            Which auxiliary objectives the training collator should produce labels for (the model
+            computes whichever labels it is given).
+        video_token_id, cap_token_id, usr_token_id, sys_token_id, cls_token_id, mask_token_id (`int`):
+            Ids of the special tokens added by `VGDProcessor` (see docs/design.md).
+    """
+
+    model_type = "vgd_gpt2"
+
+    def __init__(
+        self,
+        video_feature_dim: int = 2048,
+        max_video_frames: int = 256,
+        max_video_regions: int = 64,
+        max_turns: int = 16,
+        video_pooling: str = "spatiotemporal",
+        use_mlm: bool = True,
+        use_mvm: bool = True,
+        use_mvt: bool = True,
+        video_token_id: int | None = None,
+        cap_token_id: int | None = None,
+        usr_token_id: int | None = None,
+        sys_token_id: int | None = None,
+        cls_token_id: int | None = None,
+        mask_token_id: int | None = None,
+        **kwargs,
+    ):
+        if video_pooling not in VIDEO_POOLING_MODES:
+            raise ValueError(f"video_pooling must be one of {VIDEO_POOLING_MODES}, got {video_pooling!r}")
+        self.video_feature_dim = video_feature_dim
+        self.max_video_frames = max_video_frames
+        self.max_video_regions = max_video_regions
+        self.max_turns = max_turns
+        self.video_pooling = video_pooling
+        self.use_mlm = use_mlm
+        self.use_mvm = use_mvm
+        self.use_mvt = use_mvt
+        self.video_token_id = video_token_id
+        self.cap_token_id = cap_token_id
+        self.usr_token_id = usr_token_id
+        self.sys_token_id = sys_token_id
+        self.cls_token_id = cls_token_id
+        self.mask_token_id = mask_token_id
+        super().__init__(**kwargs)
+
+
+__all__ = ["VGDGPT2Config"]

@@ -1,0 +1,529 @@
+"""VGD-GPT2: GPT-2 fine-tuned on video + dialogue (Le & Hoi, "Video-Grounded Dialogues with Pretrained
+Generation Language Models", ACL 2020).
+
+One sequence per example: F x P video regions (projected features), then the caption, the dialogue
+history and the current question, then the answer. The layout of the sequence, the special tokens and
+the tensors exchanged with the processor and the collator are described in `docs/design.md`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin, GPT2Config, GPT2LMHeadModel
+from transformers.modeling_outputs import ModelOutput
+from transformers.models.gpt2.modeling_gpt2 import GPT2Model, GPT2PreTrainedModel
+
+try:  # package layout (a Hub / save_pretrained folder)
+    from .configuration_vgd_gpt2 import (
+        MODALITY_CAP,
+        MODALITY_SYS,
+        MODALITY_USR,
+        MODALITY_VIS,
+        NUM_MODALITIES,
+        VGDGPT2Config,
+    )
+except ImportError:  # top-level modules (the repository)
+    from configuration_vgd_gpt2 import (
+        MODALITY_CAP,
+        MODALITY_SYS,
+        MODALITY_USR,
+        MODALITY_VIS,
+        NUM_MODALITIES,
+        VGDGPT2Config,
+    )
+
+logger = logging.getLogger(__name__)
+
+SPECIAL_TOKEN_FIELDS = (
+    "video_token_id",
+    "cap_token_id",
+    "usr_token_id",
+    "sys_token_id",
+    "cls_token_id",
+    "mask_token_id",
+    "pad_token_id",
+    "eos_token_id",
+    "bos_token_id",
+)
+
+
+@dataclass
+class VGDGPT2Output(ModelOutput):
+    """
+    Output of [`VGDGPT2ForDialogue`]. Every loss is the mean over its own items, or `None` when its labels
+    were not given.
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`):
+            Equal to `response_loss`, so the model behaves like any causal LM (`Trainer`, `evaluate`).
+        response_loss (`torch.FloatTensor` of shape `()`):
+            Next-token cross-entropy on the answer tokens (`labels != -100`).
+        mlm_loss (`torch.FloatTensor` of shape `()`):
+            Cross-entropy of the LM head at the `<mask>` positions against their original tokens (`mlm_labels`).
+        mvm_loss (`torch.FloatTensor` of shape `()`):
+            L1 distance, in video feature space, between `mvm_head(hidden state)` at each masked video region
+            and that region's original features (`mvm_mask`), averaged over regions x feature dims.
+        mvt_loss (`torch.FloatTensor` of shape `()`):
+            Binary cross-entropy of `mvt_logits` against `mvt_labels` (1 = the video belongs to the dialogue).
+        logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
+            LM head scores (only the last `logits_to_keep` positions when that argument is set).
+        mvt_logits (`torch.FloatTensor` of shape `(batch_size,)`):
+            Video-text matching score read at the `<cls>` token, when the sequence holds one.
+        cache (`Cache`): the key / value cache, when `use_cache=True`.
+        hidden_states, attentions: as in [`GPT2Model`], when requested.
+    """
+
+    loss: torch.FloatTensor | None = None
+    response_loss: torch.FloatTensor | None = None
+    mlm_loss: torch.FloatTensor | None = None
+    mvm_loss: torch.FloatTensor | None = None
+    mvt_loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    mvt_logits: torch.FloatTensor | None = None
+    cache: object | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+def compute_modality_and_turn_ids(input_ids: torch.LongTensor, config: VGDGPT2Config) -> tuple[torch.LongTensor, torch.LongTensor]:
+    """Derive the modality and turn of every token from the marker tokens (rules in docs/design.md).
+
+    A token takes the modality of the most recent `<cap>` / `<usr>` / `<sys>` marker (itself included);
+    tokens before any marker (the video) are "vis". The turn is the number of `<usr>` markers so far.
+
+    Args:
+        input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`).
+    Returns:
+        `(modality_ids, turn_ids)`, both of shape `(batch_size, sequence_length)`.
+    """
+    marker_modality = torch.full_like(input_ids, -1)
+    marker_modality[input_ids == config.cap_token_id] = MODALITY_CAP
+    marker_modality[input_ids == config.usr_token_id] = MODALITY_USR
+    marker_modality[input_ids == config.sys_token_id] = MODALITY_SYS
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+    last_marker = torch.where(marker_modality >= 0, positions, -1).cummax(dim=-1).values
+    modality_ids = marker_modality.gather(1, last_marker.clamp(min=0))
+    modality_ids = modality_ids.masked_fill(last_marker < 0, MODALITY_VIS)
+    turn_ids = (input_ids == config.usr_token_id).long().cumsum(dim=-1)
+    return modality_ids, turn_ids
+
+
+def compute_position_ids(
+    input_ids: torch.LongTensor,
+    attention_mask: torch.Tensor,
+    video_token_id: int,
+    video_mask: torch.BoolTensor | None = None,
+) -> torch.LongTensor:
+    """Position ids for GPT-2's position table: text tokens count from the first text token (padding and
+    video excluded); a video token gets its region index (the spatial-position encoding of Eq. 2).
+
+    Args:
+        input_ids, attention_mask (shape `(batch_size, sequence_length)`).
+        video_mask (`torch.BoolTensor` of shape `(batch_size, frames, regions)`, *optional*):
+            The real regions; needed only when `input_ids` holds video placeholders.
+    Returns:
+        `torch.LongTensor` of shape `(batch_size, sequence_length)`.
+    """
+    is_video = input_ids == video_token_id
+    is_text = attention_mask.bool() & ~is_video
+    position_ids = (is_text.long().cumsum(dim=-1) - 1).clamp(min=0).masked_fill(~is_text, 0)
+    if video_mask is not None:
+        region_index = torch.arange(video_mask.shape[2], device=input_ids.device).expand(video_mask.shape)
+        position_ids = position_ids.masked_scatter(is_video, region_index[video_mask])
+    return position_ids
+
+
+class VGDGPT2PreTrainedModel(GPT2PreTrainedModel):
+    config_class = VGDGPT2Config
+    config: VGDGPT2Config
+    base_model_prefix = "transformer"
+
+
+class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
+    r"""
+    GPT-2 with the video and dialogue encodings of VGD-GPT2 and the heads of its four training objectives.
+
+    - Video (Eq. 1-2): features `[F, P, D]` -> `ReLU(Linear(D -> d))` + "vis" modality encoding + temporal
+      encoding (frame index, `video_frame_embeddings`) + spatial-position encoding (region index, read from
+      GPT-2's own position table). Each video token replaces one `<video>` placeholder of `input_ids`.
+    - Text (Eq. 3): token embedding + modality (cap / usr / sys) + turn + position encodings; text positions
+      count from the first text token, so the video does not use up GPT-2's positions.
+    - Heads: the tied LM head (response generation and MLM), `mvm_head` (d -> D, masked visual modelling)
+      and `mvt_head` (d -> 1, video-text matching at the `<cls>` token).
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
+
+    def __init__(self, config: VGDGPT2Config):
+        super().__init__(config)
+        self.transformer = GPT2Model(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+
+        self.video_projection = nn.Linear(config.video_feature_dim, config.n_embd)
+        self.video_frame_embeddings = nn.Embedding(config.max_video_frames, config.n_embd)
+        self.modality_embeddings = nn.Embedding(NUM_MODALITIES, config.n_embd)
+        self.turn_embeddings = nn.Embedding(config.max_turns, config.n_embd)
+
+        self.mvm_head = nn.Linear(config.n_embd, config.video_feature_dim)
+        self.mvt_head = nn.Linear(config.n_embd, 1)
+
+        # The class names neither `...ForCausalLM` nor a known loss: tell the loss machinery (and the
+        # Trainer's token count for `num_items_in_batch`) that `labels` are shifted causal-LM labels.
+        self.loss_type = "ForCausalLM"
+        # AutoModel too (register_for_auto_class records one auto class; save_pretrained merges this map).
+        self.config.auto_map = {**(getattr(config, "auto_map", None) or {}), "AutoModel": "modeling_vgd_gpt2.VGDGPT2ForDialogue"}
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.transformer.wte
+
+    def set_input_embeddings(self, new_embeddings):
+        self.transformer.wte = new_embeddings
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    # ------------------------------------------------------------------ building from plain GPT-2
+
+    @classmethod
+    def from_gpt2_pretrained(cls, pretrained_model_name_or_path: str, processor=None, **config_overrides) -> "VGDGPT2ForDialogue":
+        """Start a VGD-GPT2 model from a plain GPT-2 checkpoint (`"gpt2"`, `"gpt2-medium"` or a local folder).
+
+        Loads GPT-2's transformer and LM-head weights, resizes the embeddings for the processor's special
+        tokens (new rows start at the mean of the old ones), initialises the new layers (listed in the log)
+        and records the special-token ids, the feature dim, frame cap and pooling of `processor` in the config.
+        Other keyword arguments become [`VGDGPT2Config`] fields (e.g. `video_pooling="spatial"`, `use_mvm=False`).
+        """
+        gpt2 = GPT2LMHeadModel.from_pretrained(pretrained_model_name_or_path)
+        gpt2_fields = {k: v for k, v in gpt2.config.to_dict().items() if k in GPT2Config().to_dict()}
+        for key in ("model_type", "architectures", "transformers_version", "auto_map", "dtype", "torch_dtype"):
+            gpt2_fields.pop(key, None)
+
+        if processor is not None:
+            from_processor = {
+                "video_feature_dim": processor.feature_extractor.video_feature_dim,
+                "max_video_frames": processor.feature_extractor.max_video_frames,
+                "video_pooling": processor.feature_extractor.video_pooling,
+                **processor.special_token_ids(),
+            }
+            for key, value in from_processor.items():
+                if key in config_overrides and config_overrides[key] != value:
+                    raise ValueError(
+                        f"from_gpt2_pretrained: {key}={config_overrides[key]!r} differs from the processor's "
+                        f"{value!r}; build the processor with the same setting."
+                    )
+                config_overrides[key] = value
+        if config_overrides.get("max_video_regions", 64) > gpt2_fields.get("n_positions", 1024):
+            raise ValueError("max_video_regions cannot exceed n_positions: region p uses GPT-2's position row p")
+        config = VGDGPT2Config(**{**gpt2_fields, **config_overrides})
+        config.vocab_size = gpt2.config.vocab_size
+
+        model = cls(config)
+        missing, unexpected = model.load_state_dict(gpt2.state_dict(), strict=False)
+        missing = [k for k in missing if k != "lm_head.weight"]  # tied to transformer.wte
+        if unexpected:
+            raise ValueError(f"{pretrained_model_name_or_path} holds weights that GPT-2 does not: {unexpected[:5]}")
+        model.tie_weights()
+        new_layers = sorted({k.rsplit(".", 1)[0] for k in missing})
+        logger.info("VGD-GPT2 from %s: GPT-2 weights loaded; newly initialised layers: %s", pretrained_model_name_or_path, ", ".join(new_layers))
+
+        if processor is not None:
+            vocab_size = len(processor.tokenizer)
+            if vocab_size != config.vocab_size:
+                model.resize_token_embeddings(vocab_size, mean_resizing=True)
+                logger.info("Token embeddings resized from %d to %d for the special tokens", gpt2.config.vocab_size, vocab_size)
+            model.generation_config.pad_token_id = config.pad_token_id
+            model.generation_config.eos_token_id = config.eos_token_id
+            model.generation_config.bos_token_id = config.bos_token_id
+        return model
+
+    # ------------------------------------------------------------------ input checks and embeddings
+
+    def _check_inputs(self, input_ids, attention_mask, video_features, video_mask, mvt_labels, decoding: bool):
+        """Raise a ValueError naming the sizes for every input problem a tensor op would otherwise hit."""
+        config = self.config
+        if input_ids.numel() and int(input_ids.max()) >= config.vocab_size:
+            raise ValueError(
+                f"input_ids holds id {int(input_ids.max())} but the vocabulary has {config.vocab_size} entries; "
+                "was the model built with the same processor (resize_token_embeddings)?"
+            )
+        n_placeholders = (input_ids == config.video_token_id).sum(dim=-1)
+        if video_features is None:
+            if not decoding and int(n_placeholders.sum()) > 0:
+                raise ValueError(
+                    f"input_ids holds {n_placeholders.tolist()} <video> placeholders per example but no video_features "
+                    "were given"
+                )
+        else:
+            if video_features.ndim != 4:
+                raise ValueError(f"video_features must have shape [batch, frames, regions, dim], got {tuple(video_features.shape)}")
+            batch, frames, regions, dim = video_features.shape
+            if dim != config.video_feature_dim:
+                raise ValueError(f"video_features have dim {dim} but config.video_feature_dim is {config.video_feature_dim}")
+            if batch != input_ids.shape[0]:
+                raise ValueError(f"video_features hold {batch} videos for a batch of {input_ids.shape[0]} sequences")
+            if frames > config.max_video_frames:
+                raise ValueError(f"video_features have {frames} frames but the temporal encoding holds max_video_frames={config.max_video_frames}")
+            if regions > config.max_video_regions:
+                raise ValueError(f"video_features have {regions} regions per frame but max_video_regions={config.max_video_regions}")
+            if config.video_pooling == "spatial" and frames > 1:
+                raise ValueError(f"video_pooling='spatial' expects one time-pooled frame per video, got {frames} frames")
+            if config.video_pooling == "temporal" and regions > 1:
+                raise ValueError(f"video_pooling='temporal' expects one space-pooled region per frame, got {regions} regions")
+            n_regions = video_mask.sum(dim=(1, 2))
+            if not torch.equal(n_placeholders, n_regions.to(n_placeholders.device)):
+                bad = (n_placeholders != n_regions).nonzero().flatten().tolist()
+                raise ValueError(
+                    f"examples {bad[:10]}: the number of <video> placeholders {n_placeholders[bad[:10]].tolist()} differs "
+                    f"from the number of video regions {n_regions[bad[:10]].tolist()} (frames x regions of video_mask)"
+                )
+        n_text = 0 if decoding else int((attention_mask.bool() & (input_ids != config.video_token_id)).sum(dim=-1).max())
+        if n_text > config.n_positions:
+            raise ValueError(
+                f"text of {n_text} tokens exceeds the {config.n_positions} positions of the backbone "
+                "(the video does not count); truncate the history or the caption in the processor"
+            )
+        if int(input_ids.shape[1] and (input_ids == config.usr_token_id).sum(dim=-1).max()) >= config.max_turns:
+            raise ValueError(
+                f"a sequence holds {int((input_ids == config.usr_token_id).sum(dim=-1).max())} turns but the turn "
+                f"encoding holds max_turns={config.max_turns} (turn 0 is the caption)"
+            )
+        if mvt_labels is not None:
+            n_cls = (input_ids == config.cls_token_id).sum(dim=-1)
+            if not bool((n_cls == 1).all()):
+                raise ValueError(f"mvt_labels need exactly one <cls> token per sequence, found {n_cls.tolist()}")
+
+    def embed_video(self, video_features: torch.FloatTensor, mvm_mask: torch.BoolTensor | None = None) -> torch.FloatTensor:
+        """Eq. 1-2 without the spatial-position term (added by GPT-2's position table).
+
+        Args:
+            video_features (`torch.FloatTensor` of shape `(batch_size, frames, regions, video_feature_dim)`).
+            mvm_mask (`torch.BoolTensor` of shape `(batch_size, frames, regions)`, *optional*):
+                Regions whose features are replaced by zeros (masked visual modelling).
+        Returns:
+            `torch.FloatTensor` of shape `(batch_size, frames, regions, n_embd)`.
+        """
+        video_features = video_features.to(self.video_projection.weight.dtype)
+        if mvm_mask is not None:
+            video_features = video_features.masked_fill(mvm_mask.unsqueeze(-1), 0.0)
+        frames = torch.arange(video_features.shape[1], device=video_features.device)
+        vis = torch.full((), MODALITY_VIS, dtype=torch.long, device=video_features.device)
+        return (
+            F.relu(self.video_projection(video_features))
+            + self.video_frame_embeddings(frames)[None, :, None, :]
+            + self.modality_embeddings(vis)
+        )
+
+    def embed_inputs(self, input_ids, modality_ids, turn_ids, video_features=None, video_mask=None, mvm_mask=None):
+        """Eq. 3 for text tokens, and the video embeddings scattered into the `<video>` placeholders.
+
+        Returns `torch.FloatTensor` of shape `(batch_size, sequence_length, n_embd)`, without GPT-2's position
+        term (added inside [`GPT2Model`] from `position_ids`).
+        """
+        inputs_embeds = (
+            self.transformer.wte(input_ids) + self.modality_embeddings(modality_ids) + self.turn_embeddings(turn_ids)
+        )
+        if video_features is not None:
+            video_embeds = self.embed_video(video_features, mvm_mask)[video_mask].to(inputs_embeds.dtype)
+            placeholders = (input_ids == self.config.video_token_id).unsqueeze(-1)
+            inputs_embeds = inputs_embeds.masked_scatter(placeholders, video_embeds)
+        return inputs_embeds
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        modality_ids: torch.LongTensor | None = None,
+        turn_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        video_features: torch.FloatTensor | None = None,
+        video_mask: torch.BoolTensor | None = None,
+        cache=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        mlm_labels: torch.LongTensor | None = None,
+        mvm_mask: torch.BoolTensor | None = None,
+        mvt_labels: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int = 0,
+        **kwargs,
+    ) -> VGDGPT2Output:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+                Token ids with one `<video>` placeholder per real video region (see `VGDProcessor`).
+            attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*): 1 = real token.
+            modality_ids, turn_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                Derived from the marker tokens when not given (`compute_modality_and_turn_ids`).
+            position_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                Rows of GPT-2's position table; derived with `compute_position_ids` when not given.
+            video_features (`torch.FloatTensor` of shape `(batch_size, frames, regions, video_feature_dim)`, *optional*):
+                Pre-extracted features, zero-padded; `(batch_size, frames, video_feature_dim)` means one region.
+            video_mask (`torch.BoolTensor` of shape `(batch_size, frames, regions)`, *optional*):
+                True at real regions (all True when not given).
+            cache (`Cache`, *optional*): key / value cache of the previous decoding steps.
+            inputs_embeds: not supported (the video enters through `input_ids` placeholders); listed for
+                `generate()`.
+            labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                Answer tokens, -100 elsewhere (shifted inside the model).
+            mlm_labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                Original ids at `<mask>` positions, -100 elsewhere (not shifted).
+            mvm_mask (`torch.BoolTensor` of shape `(batch_size, frames, regions)`, *optional*):
+                Regions to mask (zeroed in the input) and reconstruct.
+            mvt_labels (`torch.FloatTensor` of shape `(batch_size,)`, *optional*):
+                1.0 when the video belongs to the dialogue, 0.0 for a corrupted pair; needs one `<cls>` per row.
+            logits_to_keep (`int`): when > 0, compute the LM head on the last `logits_to_keep` positions only.
+        """
+        if inputs_embeds is not None:
+            raise ValueError("VGDGPT2ForDialogue takes input_ids (with <video> placeholders), not inputs_embeds")
+        if input_ids is None:
+            raise ValueError("input_ids are required")
+        cache = kwargs.pop("past_key_values", cache)
+        decoding = cache is not None and cache.get_seq_length() > 0
+        if attention_mask is None:
+            # Always pass a mask: position ids that restart (video regions, then text) would otherwise be
+            # read as packed sequences by the mask builder.
+            past_length = cache.get_seq_length() if decoding else 0
+            attention_mask = torch.ones(input_ids.shape[0], past_length + input_ids.shape[1], dtype=torch.long, device=input_ids.device)
+        if video_features is not None:
+            if video_features.ndim == 3:
+                video_features = video_features.unsqueeze(2)
+                video_mask = video_mask.unsqueeze(2) if video_mask is not None else None
+            if video_mask is None:
+                video_mask = torch.ones(video_features.shape[:3], dtype=torch.bool, device=video_features.device)
+            video_mask = video_mask.bool()
+        self._check_inputs(input_ids, attention_mask, video_features, video_mask, mvt_labels, decoding)
+
+        if modality_ids is None or turn_ids is None:
+            derived_modality_ids, derived_turn_ids = compute_modality_and_turn_ids(input_ids, self.config)
+            modality_ids = derived_modality_ids if modality_ids is None else modality_ids
+            turn_ids = derived_turn_ids if turn_ids is None else turn_ids
+        if position_ids is None:
+            if decoding:
+                raise ValueError("position_ids are required when decoding with a cache (generate() provides them)")
+            position_ids = compute_position_ids(input_ids, attention_mask, self.config.video_token_id, video_mask)
+        if mvm_mask is not None:
+            if video_features is None:
+                raise ValueError("mvm_mask was given without video_features")
+            mvm_mask = mvm_mask.bool() & video_mask
+
+        inputs_embeds = self.embed_inputs(input_ids, modality_ids, turn_ids, video_features, video_mask, mvm_mask)
+        transformer_outputs = self.transformer(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = transformer_outputs.last_hidden_state
+
+        kept = slice(-logits_to_keep, None) if logits_to_keep else slice(None)
+        logits = self.lm_head(hidden_states[:, kept])
+
+        response_loss = None
+        if labels is not None:
+            response_loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+
+        mlm_loss = None
+        if mlm_labels is not None:
+            masked = mlm_labels != -100
+            mlm_logits = self.lm_head(hidden_states[masked]).float()
+            mlm_loss = F.cross_entropy(mlm_logits, mlm_labels[masked], reduction="sum") / masked.sum().clamp(min=1)
+
+        mvm_loss = None
+        if mvm_mask is not None:
+            # mvm_mask in (frame, region) order -> the placeholder positions of the masked regions.
+            placeholders = input_ids == self.config.video_token_id
+            masked_positions = torch.zeros_like(placeholders).masked_scatter(placeholders, mvm_mask[video_mask])
+            predicted = self.mvm_head(hidden_states[masked_positions]).float()
+            target = video_features[mvm_mask].float()
+            mvm_loss = F.l1_loss(predicted, target, reduction="sum") / max(target.numel(), 1)
+
+        mvt_logits = None
+        cls_positions = input_ids == self.config.cls_token_id
+        if self.config.cls_token_id is not None and bool(cls_positions.any()) and not decoding:
+            if bool((cls_positions.sum(dim=-1) == 1).all()):
+                mvt_logits = self.mvt_head(hidden_states[cls_positions]).squeeze(-1)
+        mvt_loss = None
+        if mvt_labels is not None:
+            mvt_loss = F.binary_cross_entropy_with_logits(mvt_logits.float(), mvt_labels.float())
+
+        return VGDGPT2Output(
+            loss=response_loss,
+            response_loss=response_loss,
+            mlm_loss=mlm_loss,
+            mvm_loss=mvm_loss,
+            mvt_loss=mvt_loss,
+            logits=logits,
+            mvt_logits=mvt_logits,
+            cache=transformer_outputs.cache,
+            hidden_states=transformer_outputs.hidden_states,
+            attentions=transformer_outputs.attentions,
+        )
+
+    # ------------------------------------------------------------------ generation
+
+    def prepare_inputs_for_generation(self, input_ids, cache=None, attention_mask=None, inputs_embeds=None, **kwargs):
+        """Feed the new tokens with their modality, turn and position, and the video only at the first step.
+
+        `input_ids` and `attention_mask` hold the whole sequence so far; modality, turn and position ids are
+        computed for it (given `modality_ids` / `turn_ids` are extended with their last value, so generated
+        tokens carry the "sys" modality and the current turn) and sliced to the tokens fed now.
+        """
+        kwargs.pop("position_ids", None)  # ours differ from generate()'s cumulative-sum positions
+        modality_ids = kwargs.pop("modality_ids", None)
+        turn_ids = kwargs.pop("turn_ids", None)
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids, cache=cache, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
+        )
+        model_inputs.pop("inputs_embeds", None)
+        new_length = model_inputs["input_ids"].shape[1]
+        full_length = input_ids.shape[1]
+        if attention_mask is None:  # generate() drops an all-ones mask
+            attention_mask = torch.ones_like(input_ids)
+            model_inputs["attention_mask"] = attention_mask
+        decoding = cache is not None and cache.get_seq_length() > 0
+        if decoding:
+            model_inputs.pop("video_features", None)
+            model_inputs.pop("video_mask", None)
+
+        derived_modality_ids, derived_turn_ids = compute_modality_and_turn_ids(input_ids, self.config)
+        model_inputs["modality_ids"] = _extend_with_last(modality_ids, full_length, derived_modality_ids)[:, -new_length:]
+        model_inputs["turn_ids"] = _extend_with_last(turn_ids, full_length, derived_turn_ids)[:, -new_length:]
+        video_mask = None if decoding else kwargs.get("video_mask")
+        if not decoding and kwargs.get("video_features") is not None and video_mask is None:
+            video_mask = torch.ones(kwargs["video_features"].shape[:3], dtype=torch.bool, device=input_ids.device)
+        if video_mask is not None and video_mask.ndim == 2:
+            video_mask = video_mask.unsqueeze(2)
+        position_ids = compute_position_ids(input_ids, attention_mask, self.config.video_token_id, video_mask)
+        model_inputs["position_ids"] = position_ids[:, -new_length:]
+        return model_inputs
+
+
+def _extend_with_last(ids: torch.LongTensor | None, length: int, default: torch.LongTensor) -> torch.LongTensor:
+    """`ids` [B, L0] repeated at its last column up to `length`; `default` when `ids` is None."""
+    if ids is None:
+        return default
+    if ids.shape[1] >= length:
+        return ids[:, :length]
+    return torch.cat([ids, ids[:, -1:].expand(-1, length - ids.shape[1])], dim=1)
+
+
+VGDGPT2Config.register_for_auto_class()
+VGDGPT2ForDialogue.register_for_auto_class("AutoModelForCausalLM")
+AutoConfig.register("vgd_gpt2", VGDGPT2Config, exist_ok=True)
+AutoModel.register(VGDGPT2Config, VGDGPT2ForDialogue, exist_ok=True)
+AutoModelForCausalLM.register(VGDGPT2Config, VGDGPT2ForDialogue, exist_ok=True)
+
+__all__ = ["VGDGPT2ForDialogue", "VGDGPT2Output", "VGDGPT2PreTrainedModel", "compute_modality_and_turn_ids", "compute_position_ids"]
