@@ -474,6 +474,16 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
 
     # ------------------------------------------------------------------ generation
 
+    def generate(self, inputs=None, *args, **kwargs):
+        """[`GenerationMixin.generate`] with the prompt's modality and turn ids fixed up front, so every
+        generated token carries the "sys" modality and the turn of the question, whatever token it is."""
+        input_ids = kwargs.get("input_ids", inputs)
+        if input_ids is not None and (kwargs.get("modality_ids") is None or kwargs.get("turn_ids") is None):
+            modality_ids, turn_ids = compute_modality_and_turn_ids(input_ids, self.config)
+            kwargs["modality_ids"] = modality_ids if kwargs.get("modality_ids") is None else kwargs["modality_ids"]
+            kwargs["turn_ids"] = turn_ids if kwargs.get("turn_ids") is None else kwargs["turn_ids"]
+        return super().generate(inputs, *args, **kwargs)
+
     def prepare_inputs_for_generation(self, input_ids, cache=None, attention_mask=None, inputs_embeds=None, **kwargs):
         """Feed the new tokens with their modality, turn and position, and the video only at the first step.
 

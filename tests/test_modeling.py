@@ -1,0 +1,370 @@
+"""VGDGPT2ForDialogue on tiny configs built in-process (no processor needed: sequences are built by hand
+following docs/design.md)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from configuration_vgd_gpt2 import MODALITY_CAP, MODALITY_SYS, MODALITY_USR, MODALITY_VIS, VGDGPT2Config
+from modeling_vgd_gpt2 import VGDGPT2ForDialogue, compute_modality_and_turn_ids, compute_position_ids
+
+VOCAB = 50
+VIDEO, CAP, USR, SYS, CLS, MASK, PAD, EOS = 40, 41, 42, 43, 44, 45, 46, 0
+DIM = 8
+
+
+def tiny_config(**overrides):
+    fields = dict(
+        vocab_size=VOCAB, n_layer=2, n_embd=32, n_head=2, n_positions=64, video_feature_dim=DIM,
+        max_video_frames=8, max_video_regions=4, max_turns=6,
+        video_token_id=VIDEO, cap_token_id=CAP, usr_token_id=USR, sys_token_id=SYS, cls_token_id=CLS,
+        mask_token_id=MASK, pad_token_id=PAD, eos_token_id=EOS, bos_token_id=EOS,
+    )
+    fields.update(overrides)
+    return VGDGPT2Config(**fields)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return VGDGPT2ForDialogue(tiny_config()).eval()
+
+
+def make_example(frames, regions, caption, history, question, answer=None, seed=0):
+    """(token ids, video [F, P, D], labels) laid out as in docs/design.md."""
+    ids = [VIDEO] * (frames * regions) + [CAP] + caption
+    for q, a in history:
+        ids += [USR] + q + [SYS] + a
+    ids += [USR] + question + [SYS]
+    labels = [-100] * len(ids)
+    if answer is not None:
+        ids += answer + [EOS]
+        labels += answer + [EOS]
+    video = torch.randn(frames, regions, DIM, generator=torch.Generator().manual_seed(seed))
+    return ids, video, labels
+
+
+EXAMPLES = [
+    make_example(3, 2, [5, 6, 7], [([8, 9], [10, 11])], [12, 13], seed=1),
+    make_example(2, 2, [5, 6], [], [14, 15, 16], seed=2),
+    make_example(4, 2, [7], [([8], [9]), ([1, 2], [3])], [4], seed=3),
+]
+
+
+def collate(examples, padding_side="left", with_labels=False):
+    length = max(len(ids) for ids, _, _ in examples)
+    frames = max(v.shape[0] for _, v, _ in examples)
+    regions = max(v.shape[1] for _, v, _ in examples)
+    batch = len(examples)
+    input_ids = torch.full((batch, length), PAD)
+    attention_mask = torch.zeros(batch, length, dtype=torch.long)
+    labels = torch.full((batch, length), -100)
+    video = torch.zeros(batch, frames, regions, DIM)
+    video_mask = torch.zeros(batch, frames, regions, dtype=torch.bool)
+    for i, (ids, v, lab) in enumerate(examples):
+        span = slice(length - len(ids), length) if padding_side == "left" else slice(0, len(ids))
+        input_ids[i, span] = torch.tensor(ids)
+        attention_mask[i, span] = 1
+        labels[i, span] = torch.tensor(lab)
+        video[i, : v.shape[0], : v.shape[1]] = v
+        video_mask[i, : v.shape[0], : v.shape[1]] = True
+    out = dict(input_ids=input_ids, attention_mask=attention_mask, video_features=video, video_mask=video_mask)
+    if with_labels:
+        out["labels"] = labels
+    return out
+
+
+# ---------------------------------------------------------------- encodings
+
+
+def test_modality_and_turn_ids_follow_the_markers():
+    ids, _, _ = make_example(1, 2, [5], [([8], [9])], [12])
+    modality, turn = compute_modality_and_turn_ids(torch.tensor([ids]), tiny_config())
+    assert modality[0].tolist() == [MODALITY_VIS] * 2 + [MODALITY_CAP] * 2 + [MODALITY_USR] * 2 + [MODALITY_SYS] * 2 + [MODALITY_USR] * 2 + [MODALITY_SYS]
+    assert turn[0].tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2]
+
+
+def test_text_positions_start_after_the_video_and_video_tokens_get_their_region():
+    short, _, _ = make_example(1, 2, [5, 6], [], [7])
+    long, _, _ = make_example(3, 2, [5, 6], [], [7])
+    pos_short = compute_position_ids(torch.tensor([short]), torch.ones(1, len(short)), VIDEO, torch.ones(1, 1, 2, dtype=torch.bool))
+    pos_long = compute_position_ids(torch.tensor([long]), torch.ones(1, len(long)), VIDEO, torch.ones(1, 3, 2, dtype=torch.bool))
+    assert pos_long[0, :6].tolist() == [0, 1, 0, 1, 0, 1]
+    assert pos_long[0, 6:].tolist() == pos_short[0, 2:].tolist() == list(range(len(short) - 2))
+
+
+def test_temporal_encoding_distinguishes_frames_with_identical_features(model):
+    same = torch.ones(1, 3, 2, DIM)
+    embeds = model.embed_video(same)
+    frame_table = model.video_frame_embeddings.weight
+    torch.testing.assert_close(embeds[0, 1, 0] - embeds[0, 0, 0], frame_table[1] - frame_table[0])
+    assert not torch.allclose(embeds[0, 0], embeds[0, 1])
+    torch.testing.assert_close(embeds[0, 0, 0], embeds[0, 0, 1])  # regions differ only through GPT-2's position table
+
+
+def test_frame_order_changes_the_output(model):
+    batch = collate(EXAMPLES[:1])
+    swapped = dict(batch, video_features=batch["video_features"].flip(1))
+    with torch.no_grad():
+        assert not torch.allclose(model(**batch).logits[:, -1], model(**swapped).logits[:, -1])
+
+
+def test_video_longer_than_the_text_positions_fits(model):
+    config = tiny_config(n_positions=16, max_video_frames=8, max_video_regions=4)
+    torch.manual_seed(0)
+    small = VGDGPT2ForDialogue(config).eval()
+    ids, video, _ = make_example(8, 4, [5, 6, 7], [], [8, 9])  # 32 video tokens + 8 text tokens > 16 positions
+    out = small(**collate([(ids, video, [-100] * len(ids))]))
+    assert out.logits.shape == (1, len(ids), VOCAB)
+
+
+# ---------------------------------------------------------------- losses
+
+
+def training_batch(model_config=None):
+    examples = [
+        make_example(3, 2, [5, 6, 7], [([8, 9], [10, 11])], [12, 13], answer=[20, 21, 22], seed=1),
+        make_example(2, 2, [5, 6], [], [14, 15, 16], answer=[23, 24], seed=2),
+    ]
+    batch = collate([(ids + [CLS], v, lab + [-100]) for ids, v, lab in examples], padding_side="right", with_labels=True)
+    mlm_labels = torch.full_like(batch["input_ids"], -100)
+    for row, col in [(0, 7), (0, 11), (1, 5)]:  # caption / history tokens
+        mlm_labels[row, col] = batch["input_ids"][row, col]
+        batch["input_ids"][row, col] = MASK
+    mvm_mask = torch.zeros_like(batch["video_mask"])
+    mvm_mask[0, 1, 0] = mvm_mask[1, 0, 1] = True
+    batch.update(mlm_labels=mlm_labels, mvm_mask=mvm_mask, mvt_labels=torch.tensor([1.0, 0.0]))
+    return batch
+
+
+def test_all_four_losses_and_loss_is_the_response_loss(model):
+    batch = training_batch()
+    out = model(**batch)
+    assert out.loss is out.response_loss
+    logits = out.logits
+    shift_logits, shift_labels = logits[:, :-1].reshape(-1, VOCAB), batch["labels"][:, 1:].reshape(-1)
+    torch.testing.assert_close(out.response_loss, torch.nn.functional.cross_entropy(shift_logits, shift_labels))
+    masked = batch["mlm_labels"] != -100
+    torch.testing.assert_close(out.mlm_loss, torch.nn.functional.cross_entropy(logits[masked], batch["mlm_labels"][masked]))
+    assert out.mvt_logits.shape == (2,)
+    torch.testing.assert_close(out.mvt_loss, torch.nn.functional.binary_cross_entropy_with_logits(out.mvt_logits, batch["mvt_labels"]))
+    assert out.mvm_loss.ndim == 0 and out.mvm_loss > 0
+
+
+def test_losses_are_none_without_their_labels(model):
+    out = model(**collate(EXAMPLES[:2]))
+    assert out.loss is None and out.response_loss is None and out.mlm_loss is None
+    assert out.mvm_loss is None and out.mvt_loss is None and out.mvt_logits is None
+
+
+def test_mvm_targets_are_the_original_features_and_gradients_reach_the_projection():
+    torch.manual_seed(0)
+    model = VGDGPT2ForDialogue(tiny_config())
+    batch = training_batch()
+    out = model(**batch)
+    out.mvm_loss.backward()
+    assert model.video_projection.weight.grad.abs().sum() > 0
+    assert model.mvm_head.weight.grad.abs().sum() > 0
+    # the masked region's input is replaced by zeros: changing its features changes the target only
+    model.eval()
+    changed = dict(batch, video_features=batch["video_features"].clone())
+    changed["video_features"][0, 1, 0] += 5.0
+    with torch.no_grad():
+        a, b = model(**batch), model(**changed)
+    torch.testing.assert_close(a.logits, b.logits)
+    assert not torch.allclose(a.mvm_loss, b.mvm_loss)
+
+
+def test_mvt_and_mlm_gradients_reach_their_heads():
+    torch.manual_seed(0)
+    model = VGDGPT2ForDialogue(tiny_config())
+    out = model(**training_batch())
+    (out.mvt_loss + out.mlm_loss).backward()
+    assert model.mvt_head.weight.grad.abs().sum() > 0
+    assert model.transformer.wte.weight.grad.abs().sum() > 0
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = VGDGPT2ForDialogue(tiny_config(attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0))
+    batch = training_batch()
+    model(**batch).loss.backward()
+    reference = model.video_projection.weight.grad.clone()
+    model.zero_grad()
+    model.activation_checkpointing_enable()
+    model.train()
+    model(**batch).loss.backward()
+    torch.testing.assert_close(model.video_projection.weight.grad, reference)
+
+
+def test_sdpa_by_default_and_bfloat16_runs():
+    model = VGDGPT2ForDialogue(tiny_config())
+    assert model.config._attn_implementation == "sdpa"
+    model = model.to(torch.bfloat16).eval()
+    out = model(**training_batch())
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.response_loss)
+
+
+# ---------------------------------------------------------------- generate
+
+
+@pytest.mark.parametrize("generation_kwargs", [dict(), dict(num_beams=3), dict(num_beams=3, length_penalty=0.5)])
+def test_batched_left_padded_generation_equals_one_by_one(model, generation_kwargs):
+    kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=PAD, **generation_kwargs)
+    batched = model.generate(**collate(EXAMPLES), **kwargs)[:, -6:]
+    for i, example in enumerate(EXAMPLES):
+        single = model.generate(**collate([example]), **kwargs)[0, -6:]
+        assert batched[i].tolist() == single.tolist()
+
+
+@pytest.mark.parametrize("generation_kwargs", [dict(), dict(num_beams=3)])
+def test_generation_with_and_without_cache_is_identical(model, generation_kwargs):
+    kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=PAD, **generation_kwargs)
+    with_cache = model.generate(**collate(EXAMPLES), use_cache=True, **kwargs)
+    without_cache = model.generate(**collate(EXAMPLES), use_cache=False, **kwargs)
+    assert torch.equal(with_cache, without_cache)
+
+
+def test_sampling_is_reproducible_for_a_seed(model):
+    kwargs = dict(max_new_tokens=5, do_sample=True, top_k=10, pad_token_id=PAD)
+    torch.manual_seed(3)
+    first = model.generate(**collate(EXAMPLES), **kwargs)
+    torch.manual_seed(3)
+    assert torch.equal(first, model.generate(**collate(EXAMPLES), **kwargs))
+
+
+def test_video_is_projected_once_and_new_tokens_are_sys_of_the_current_turn(model):
+    projections, fed = [], []
+    hook = model.video_projection.register_forward_hook(lambda *args: projections.append(1))
+    def record(module, args, kwargs):
+        fed.append((kwargs["input_ids"].shape[1], kwargs["modality_ids"].clone(), kwargs["turn_ids"].clone()))
+
+    recorder = model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        model.generate(**collate(EXAMPLES), max_new_tokens=4, do_sample=False, num_beams=2, pad_token_id=PAD)
+    finally:
+        recorder.remove()
+        hook.remove()
+    assert len(projections) == 1
+    assert len(fed) == 4 and fed[0][0] > 1 and all(length == 1 for length, _, _ in fed[1:])
+    for _, modality, turn in fed[1:]:
+        assert (modality == MODALITY_SYS).all()
+        assert turn.view(len(EXAMPLES), 2).tolist() == [[2, 2], [1, 1], [3, 3]]
+
+
+def test_generate_accepts_given_modality_and_turn_ids(model):
+    batch = collate(EXAMPLES)
+    modality, turn = compute_modality_and_turn_ids(batch["input_ids"], model.config)
+    kwargs = dict(max_new_tokens=5, do_sample=False, pad_token_id=PAD)
+    assert torch.equal(model.generate(**batch, **kwargs), model.generate(**batch, modality_ids=modality, turn_ids=turn, **kwargs))
+
+
+# ---------------------------------------------------------------- pooling modes
+
+
+def test_pooling_modes_accept_the_pooled_shapes_only():
+    torch.manual_seed(0)
+    spatial = VGDGPT2ForDialogue(tiny_config(video_pooling="spatial")).eval()
+    temporal = VGDGPT2ForDialogue(tiny_config(video_pooling="temporal")).eval()
+    one_frame = make_example(1, 4, [5], [], [6])
+    one_region = make_example(5, 1, [5], [], [6])
+    assert spatial(**collate([one_frame])).logits.shape[1] == 4 + 5
+    assert temporal(**collate([one_region])).logits.shape[1] == 5 + 5
+    with pytest.raises(ValueError, match="spatial.*5 frames"):
+        spatial(**collate([one_region]))
+    with pytest.raises(ValueError, match="temporal.*4 regions"):
+        temporal(**collate([one_frame]))
+
+
+def test_frames_by_dim_features_mean_one_region(model):
+    ids, video, labels = make_example(3, 1, [5], [], [6])
+    batch = collate([(ids, video, labels)])
+    flat = dict(batch, video_features=batch["video_features"][:, :, 0], video_mask=batch["video_mask"][:, :, 0])
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, model(**flat).logits)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda b: b.update(video_features=b["video_features"][..., :5]), "dim 5 but config.video_feature_dim is 8"),
+        (lambda b: b.update(video_features=torch.zeros(1, 9, 2, DIM), video_mask=torch.ones(1, 9, 2, dtype=torch.bool)), "9 frames.*max_video_frames=8"),
+        (lambda b: b.update(video_features=torch.zeros(1, 3, 5, DIM), video_mask=torch.ones(1, 3, 5, dtype=torch.bool)), "5 regions.*max_video_regions=4"),
+        (lambda b: b.pop("video_features"), "placeholders per example but no video_features"),
+        (lambda b: b.update(video_mask=torch.ones(1, 4, 2, dtype=torch.bool), video_features=torch.zeros(1, 4, 2, DIM)), "differs from the number of video regions"),
+        (lambda b: b.update(input_ids=torch.full_like(b["input_ids"], VOCAB + 3)), "id 53 but the vocabulary has 50"),
+    ],
+)
+def test_bad_inputs_raise_a_value_error_naming_the_sizes(model, mutate, message):
+    batch = collate(EXAMPLES[:1])
+    mutate(batch)
+    with pytest.raises(ValueError, match=message):
+        model(**batch)
+
+
+def test_video_without_placeholders_is_rejected(model):
+    ids = [CAP, 5, USR, 6, SYS]
+    batch = dict(input_ids=torch.tensor([ids]), video_features=torch.zeros(1, 2, 2, DIM))
+    with pytest.raises(ValueError, match=r"placeholders \[0\].*regions \[4\]"):
+        model(**batch)
+
+
+def test_text_longer_than_the_positions_is_rejected(model):
+    ids, video, _ = make_example(1, 2, list(range(1, 30)) * 3, [], [5])
+    with pytest.raises(ValueError, match="text of 91 tokens exceeds the 64 positions"):
+        model(**collate([(ids, video, [-100] * len(ids))]))
+
+
+# ---------------------------------------------------------------- saving and loading
+
+
+def test_save_and_reload_round_trip(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    assert (tmp_path / "modeling_vgd_gpt2.py").exists() and (tmp_path / "configuration_vgd_gpt2.py").exists()
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model_type"] == "vgd_gpt2"
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_vgd_gpt2.VGDGPT2Config",
+        "AutoModel": "modeling_vgd_gpt2.VGDGPT2ForDialogue",
+        "AutoModelForCausalLM": "modeling_vgd_gpt2.VGDGPT2ForDialogue",
+    }
+    reloaded = VGDGPT2ForDialogue.from_pretrained(tmp_path).eval()
+    batch = collate(EXAMPLES)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, reloaded(**batch).logits)
+
+
+def test_fresh_process_loads_the_folder_with_remote_code(model, tmp_path):
+    folder = tmp_path / "checkpoint"
+    model.save_pretrained(folder)
+    batch = collate(EXAMPLES)
+    torch.save(batch, tmp_path / "batch.pt")
+    expected = model.generate(**batch, max_new_tokens=5, do_sample=False, num_beams=2, pad_token_id=PAD)
+    script = textwrap.dedent(
+        f"""
+        import sys, torch
+        assert {repr(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))} not in sys.path
+        from transformers import AutoModel, AutoModelForCausalLM
+        model = AutoModelForCausalLM.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+        assert type(model).__name__ == "VGDGPT2ForDialogue", type(model)
+        assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
+        assert type(AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True)).__name__ == "VGDGPT2ForDialogue"
+        batch = torch.load({str(tmp_path / "batch.pt")!r})
+        out = model.generate(**batch, max_new_tokens=5, do_sample=False, num_beams=2, pad_token_id={PAD})
+        print(out.tolist())
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_HUB_OFFLINE"] = "1"
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == expected.tolist()
