@@ -224,22 +224,27 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
         if config_overrides.get("max_video_regions", 64) > gpt2_fields.get("n_positions", 1024):
             raise ValueError("max_video_regions cannot exceed n_positions: region p uses GPT-2's position row p")
         config = VGDGPT2Config(**{**gpt2_fields, **config_overrides})
-        config.vocab_size = gpt2.config.vocab_size
+        gpt2_vocab_size = gpt2.config.vocab_size
+        config.vocab_size = max(len(processor.tokenizer), gpt2_vocab_size) if processor is not None else gpt2_vocab_size
 
         model = cls(config)
-        missing, unexpected = model.load_state_dict(gpt2.state_dict(), strict=False)
-        missing = [k for k in missing if k != "lm_head.weight"]  # tied to transformer.wte
+        gpt2_state = gpt2.state_dict()
+        token_embeddings = gpt2_state.pop("transformer.wte.weight")
+        gpt2_state.pop("lm_head.weight", None)  # tied to the token embeddings
+        missing, unexpected = model.load_state_dict(gpt2_state, strict=False)
         if unexpected:
             raise ValueError(f"{pretrained_model_name_or_path} holds weights that GPT-2 does not: {unexpected[:5]}")
+        with torch.no_grad():
+            # GPT-2's token embeddings; the processor's special tokens start at their mean.
+            model.transformer.wte.weight[:gpt2_vocab_size] = token_embeddings
+            model.transformer.wte.weight[gpt2_vocab_size:] = token_embeddings.mean(dim=0)
         model.tie_weights()
-        new_layers = sorted({k.rsplit(".", 1)[0] for k in missing})
-        logger.info("VGD-GPT2 from %s: GPT-2 weights loaded; newly initialised layers: %s", pretrained_model_name_or_path, ", ".join(new_layers))
-
+        new_layers = sorted({k.rsplit(".", 1)[0] for k in missing if k not in ("transformer.wte.weight", "lm_head.weight")})
+        logger.info(
+            "VGD-GPT2 from %s: GPT-2 weights loaded; %d special-token embeddings added; newly initialised layers: %s",
+            pretrained_model_name_or_path, config.vocab_size - gpt2_vocab_size, ", ".join(new_layers),
+        )
         if processor is not None:
-            vocab_size = len(processor.tokenizer)
-            if vocab_size != config.vocab_size:
-                model.resize_token_embeddings(vocab_size, mean_resizing=True)
-                logger.info("Token embeddings resized from %d to %d for the special tokens", gpt2.config.vocab_size, vocab_size)
             model.generation_config.pad_token_id = config.pad_token_id
             model.generation_config.eos_token_id = config.eos_token_id
             model.generation_config.bos_token_id = config.bos_token_id

@@ -1,0 +1,445 @@
+"""Training and evaluation of VGD-GPT2 with the Hugging Face `Trainer`.
+
+- `VGDTrainingArguments`: `TrainingArguments` with the paper's defaults, the loss weights and the decoding
+  settings used in evaluation.
+- `VGDTrainer`: `compute_loss` = `1.5 * response + mlm + mvm + mvt` (weights are arguments), each objective
+  normalised by its own item count across gradient-accumulation steps and processes, each logged with the
+  Trainer's logging; `evaluate()` decodes responses with beam search and scores them (BLEU-1..4, METEOR,
+  ROUGE-L, CIDEr by default), so the best checkpoint is chosen by a generation metric.
+- `DialogueTurnDataset` / `GenerationCollator`: AVSD rows + video features -> processor inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from accelerate.utils import broadcast_object_list, gather_object
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+logger = logging.getLogger(__name__)
+
+OBJECTIVES = ("response", "mlm", "mvm", "mvt")
+
+
+@dataclass
+class VGDTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with the paper's defaults (Adam lr 5e-5, inverse-square-root schedule with warm-up,
+    batch 16, best checkpoint by CIDEr) and the VGD-GPT2 loss weights and decoding settings."""
+
+    response_loss_weight: float = field(default=1.5, metadata={"help": "Weight of the response-generation loss (paper: 1.5)."})
+    mlm_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the masked language modelling loss."})
+    mvm_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the masked visual modelling loss."})
+    mvt_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the video-text matching loss."})
+    generation_num_beams: int = field(default=5, metadata={"help": "Beam size when decoding responses for evaluation / prediction."})
+    generation_max_new_tokens: int = field(default=20, metadata={"help": "Longest generated response, in tokens."})
+    generation_min_new_tokens: int = field(default=1, metadata={"help": "Shortest generated response, in tokens."})
+    generation_length_penalty: float = field(default=1.0, metadata={"help": "Beam-search length penalty."})
+    eval_max_generation_examples: int | None = field(
+        default=None, metadata={"help": "Decode only the first N evaluation turns (the full AVSD validation split has 35k)."}
+    )
+
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate of AdamW (paper: 5e-5)."})
+    lr_scheduler_type: str = field(default="inverse_sqrt", metadata={"help": "Learning-rate schedule (paper: Noam, i.e. inverse_sqrt with warm-up)."})
+    warmup_steps: float = field(default=0.05, metadata={"help": "Warm-up steps (an int) or fraction of the run (a float < 1)."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Batch size per device for training (paper: 16)."})
+    per_device_eval_batch_size: int = field(default=16, metadata={"help": "Batch size per device for evaluation and decoding."})
+    metric_for_best_model: str | None = field(default="CIDEr", metadata={"help": "Metric that picks the best checkpoint."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the datasets hand processor outputs already."})
+    train_sampling_strategy: str = field(
+        default="group_by_length", metadata={"help": "group_by_length batches sequences of similar length (less padding)."}
+    )
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def caption_text(row: dict, caption_fields: Sequence[str]) -> str:
+    """The caption input of one AVSD row: the chosen text fields (`caption`, `summary`) joined."""
+    return " ".join(row[name].strip() for name in caption_fields if row.get(name))
+
+
+class DialogueTurnDataset(Dataset):
+    """One AVSD turn per item, made model-ready on access: video features from a `VideoFeatureStore`,
+    text from an AVSD split (a `datasets.Dataset` of the `avsd_dataset.AVSD` builder).
+
+    `for_generation=False` yields unbatched processor outputs with the answer (for `DataCollatorForVGD`);
+    `for_generation=True` yields the raw inputs of `VGDProcessor.__call__` without the answer (for
+    `GenerationCollator`). `lengths` estimates each item's sequence length for length-grouped batching.
+    """
+
+    def __init__(self, split, feature_store, processor, caption_fields=("caption", "summary"), for_generation=False, video_lengths=None):
+        self.split = split
+        self.feature_store = feature_store
+        self.processor = processor
+        self.caption_fields = tuple(caption_fields)
+        self.for_generation = for_generation
+        self.video_lengths = video_lengths
+        self._lengths = None
+
+    def __len__(self):
+        return len(self.split)
+
+    def raw_inputs(self, index: int) -> dict:
+        row = self.split[int(index)]
+        video = self.feature_store[row["image_id"]] if self.feature_store is not None else None
+        return {
+            "video_features": video,
+            "caption": caption_text(row, self.caption_fields),
+            "history": [(turn["question"], turn["answer"]) for turn in row["history"]],
+            "question": row["question"],
+            "answer": row["answer"],
+        }
+
+    @property
+    def references(self) -> list[list[str]]:
+        """Reference responses per item: the multi-reference strings when the split has them (AVSD test),
+        otherwise the ground-truth answer."""
+        return [refs if refs else [answer] for refs, answer in zip(self.split["references"], self.split["answer"])]
+
+    def __getitem__(self, index):
+        inputs = self.raw_inputs(index)
+        if self.for_generation:
+            inputs.pop("answer")
+            return inputs
+        return self.processor.process_example(**inputs)
+
+    @property
+    def lengths(self) -> list[int]:
+        """Estimated tokens per item (words x 1.3 plus the video tokens when known), computed once from the
+        text columns without loading any feature file."""
+        if self._lengths is None:
+            columns = self.split.select_columns(["image_id", "caption", "summary", "history", "question", "answer"])
+            lengths = []
+            for row in columns:
+                words = len(caption_text(row, self.caption_fields).split()) + len(row["question"].split()) + len(row["answer"].split())
+                words += sum(len(turn["question"].split()) + len(turn["answer"].split()) for turn in row["history"])
+                video = self.video_lengths.get(row["image_id"], 0) if self.video_lengths else 0
+                lengths.append(int(words * 1.3) + 2 * len(row["history"]) + 4 + video)
+            self._lengths = lengths
+        return self._lengths
+
+
+class GenerationCollator:
+    """Batches raw inputs with the processor (left padding, no answer) for `generate()`."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, items: list[dict]):
+        return self.processor(
+            video_features=[item["video_features"] for item in items],
+            caption=[item["caption"] for item in items],
+            history=[item["history"] for item in items],
+            question=[item["question"] for item in items],
+            return_tensors="pt",
+        )
+
+
+def avsd_caption_metrics(predictions: list[str], references: list[list[str]]) -> dict[str, float]:
+    """BLEU-1..4, METEOR, ROUGE-L and CIDEr of `predictions` against `references` (the AVSD scorer)."""
+    from avsd_dataset.score import compute_caption_metrics
+
+    return compute_caption_metrics(predictions, references)
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+
+
+class VGDTrainer(Trainer):
+    """`Trainer` for VGD-GPT2.
+
+    Args (besides the `Trainer`'s own):
+        eval_generation_dataset (`DialogueTurnDataset` with `for_generation=True`, *optional*):
+            Turns decoded during `evaluate()`; its `references` attribute (one list of strings per turn) is
+            what the responses are scored against.
+        compute_generation_metrics (`Callable[[list[str], Dataset], dict]`, *optional*):
+            Scores decoded responses; defaults to the AVSD captioning metrics against
+            `eval_generation_dataset.references`.
+    """
+
+    def __init__(self, *args, eval_generation_dataset=None, compute_generation_metrics: Callable | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eval_generation_dataset = eval_generation_dataset
+        self.compute_generation_metrics = compute_generation_metrics
+        # compute_loss normalises every objective by its item count over all accumulation steps and processes.
+        self.loss_is_scaled_for_ga = True
+        self._objective_totals: dict[str, torch.Tensor] | None = None
+        self._objective_loss_sums = None
+        self._objective_steps_last_logged = 0
+
+    # ------------------------------------------------------------------ loss
+
+    @staticmethod
+    def count_objective_items(inputs: dict) -> torch.Tensor:
+        """Items each objective averages over in this batch, as a float tensor [4] in `OBJECTIVES` order:
+        answer tokens (shifted labels), masked tokens, masked region x feature values, matching pairs."""
+        device = inputs["input_ids"].device
+        counts = torch.zeros(len(OBJECTIVES), dtype=torch.float64, device=device)
+        if inputs.get("labels") is not None:
+            counts[0] = inputs["labels"][:, 1:].ne(-100).sum()
+        if inputs.get("mlm_labels") is not None:
+            counts[1] = inputs["mlm_labels"].ne(-100).sum()
+        if inputs.get("mvm_mask") is not None:
+            mvm_mask = inputs["mvm_mask"].bool()
+            if inputs.get("video_mask") is not None:
+                mvm_mask = mvm_mask & inputs["video_mask"].bool()
+            counts[2] = mvm_mask.sum() * inputs["video_features"].shape[-1]
+        if inputs.get("mvt_labels") is not None:
+            counts[3] = inputs["mvt_labels"].numel()
+        return counts
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
+        """Count every objective's items over the accumulated batches (summed over processes); the
+        per-objective totals are kept for `compute_loss`, the response count is returned as usual."""
+        if not batch_samples:
+            return None
+        totals = sum(self.count_objective_items(batch).to(device) for batch in batch_samples)
+        if self.args.world_size > 1:
+            totals = self.accelerator.gather(totals.unsqueeze(0)).sum(dim=0)
+        self._objective_totals = totals
+        return totals[0]
+
+    def weighted_objective_losses(self, outputs, inputs: dict, normalise_globally: bool) -> dict[str, torch.Tensor]:
+        """Each objective's loss times its weight. With `normalise_globally`, a loss is rescaled from the mean
+        over this batch to (sum over this batch) / (items over all accumulation steps and processes) x
+        processes, so gradients do not depend on how the same data is split into batches and processes."""
+        weights = {
+            "response": self.args.response_loss_weight,
+            "mlm": self.args.mlm_loss_weight,
+            "mvm": self.args.mvm_loss_weight,
+            "mvt": self.args.mvt_loss_weight,
+        }
+        local = self.count_objective_items(inputs) if normalise_globally else None
+        losses = {}
+        for index, name in enumerate(OBJECTIVES):
+            loss = outputs[f"{name}_loss"] if f"{name}_loss" in outputs else None
+            if loss is None or weights[name] == 0:
+                continue
+            if normalise_globally:
+                total = self._objective_totals[index].to(loss.device)
+                scale = (local[index] / total.clamp(min=1)) * self.accelerator.num_processes
+                loss = loss * scale.to(loss.dtype)
+            losses[name] = weights[name] * loss
+        return losses
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        normalise_globally = model.training and num_items_in_batch is not None and self._objective_totals is not None
+        losses = self.weighted_objective_losses(outputs, inputs, normalise_globally)
+        if not losses:
+            raise ValueError(f"the batch produced no loss: it holds none of labels / mlm_labels / mvm_mask / mvt_labels (keys: {sorted(inputs)})")
+        loss = sum(losses.values())
+        if model.training:
+            self._record_objective_losses(losses)
+        return (loss, outputs) if return_outputs else loss
+
+    # ------------------------------------------------------------------ logging of the components
+
+    def _record_objective_losses(self, losses: dict[str, torch.Tensor]):
+        if self._objective_loss_sums is None:
+            self._objective_loss_sums = torch.zeros(len(OBJECTIVES), dtype=torch.float64, device=self.args.device)
+        for index, name in enumerate(OBJECTIVES):
+            if name in losses:
+                self._objective_loss_sums[index] += losses[name].detach().to(torch.float64)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Adds the weighted objective losses, averaged over the logging interval like `loss`, to training logs."""
+        if "loss" in logs and self._objective_loss_sums is not None:
+            sums = self._objective_loss_sums
+            if self.args.world_size > 1:
+                sums = self.accelerator.gather(sums.unsqueeze(0)).mean(dim=0)
+            steps = max(self.state.global_step - self._objective_steps_last_logged, 1)
+            for index, name in enumerate(OBJECTIVES):
+                logs[f"{name}_loss"] = round(float(sums[index]) / steps, 6)
+            self._objective_loss_sums.zero_()
+            self._objective_steps_last_logged = self.state.global_step
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------ length-grouped batches
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and hasattr(dataset, "lengths"):
+            return LengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps, dataset=dataset, lengths=dataset.lengths
+            )
+        return super()._get_train_sampler(train_dataset)
+
+    # ------------------------------------------------------------------ generation
+
+    def generate_responses(self, dataset: DialogueTurnDataset, description: str = "Decoding", max_examples: int | None = None) -> list[str]:
+        """Decode one response per item of `dataset` (beam search with the `generation_*` arguments), split
+        over processes and gathered in dataset order. Items are batched by similar length."""
+        count = len(dataset) if max_examples is None else min(len(dataset), max_examples)
+        order = list(range(count))
+        if hasattr(dataset, "lengths"):
+            lengths = dataset.lengths
+            order.sort(key=lambda i: lengths[i])
+        batch_size = self.args.per_device_eval_batch_size
+        batches = [order[i : i + batch_size] for i in range(0, count, batch_size)]
+        mine = batches[self.args.process_index :: self.args.world_size]
+
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        collator = GenerationCollator(self.processing_class)
+        loader = DataLoader(
+            mine,
+            batch_size=None,
+            collate_fn=lambda indices: (indices, collator([dataset[i] for i in indices])),
+            num_workers=self.args.dataloader_num_workers,
+        )
+        config = model.config
+        generation_kwargs = dict(
+            num_beams=self.args.generation_num_beams,
+            max_new_tokens=self.args.generation_max_new_tokens,
+            min_new_tokens=self.args.generation_min_new_tokens,
+            length_penalty=self.args.generation_length_penalty,
+            do_sample=False,
+            pad_token_id=config.pad_token_id,
+            eos_token_id=config.eos_token_id,
+        )
+        results = []
+        progress = tqdm(loader, desc=description, total=len(mine), disable=not self.is_local_process_zero() or self.args.disable_tqdm)
+        with torch.no_grad(), self.autocast_smart_context_manager():
+            for indices, batch in progress:
+                batch = batch.to(self.args.device)
+                output = model.generate(**batch, **generation_kwargs)
+                texts = self.processing_class.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+                results.extend(zip(indices, (text.strip() for text in texts)))
+        if was_training:
+            model.train()
+        if self.args.world_size > 1:
+            results = gather_object(results)
+        predictions = [""] * count
+        for index, text in results:
+            predictions[index] = text
+        return predictions
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Loss on `eval_dataset` (when there is one) plus, when `eval_generation_dataset` was given, the
+        generation metrics of decoded responses (`eval_CIDEr`, ...), logged once."""
+        start = time.time()
+        metrics: dict[str, float] = {}
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if dataset is not None:
+            output = self.evaluation_loop(
+                self.get_eval_dataloader(dataset), description="Evaluation loss", prediction_loss_only=True,
+                ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix,
+            )
+            metrics.update({k: v for k, v in output.metrics.items() if not k.endswith(("_runtime", "_per_second"))})
+        if self.eval_generation_dataset is not None:
+            predictions = self.generate_responses(
+                self.eval_generation_dataset, description="Decoding for evaluation", max_examples=self.args.eval_max_generation_examples
+            )
+            scores = [None]
+            if self.is_world_process_zero():
+                scores = [self.score_predictions(predictions, self.eval_generation_dataset)]
+            if self.args.world_size > 1:
+                scores = broadcast_object_list(scores)
+            metrics.update({f"{metric_key_prefix}_{name}": value for name, value in scores[0].items()})
+        metrics[f"{metric_key_prefix}_runtime"] = round(time.time() - start, 4)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    # ------------------------------------------------------------------ model card
+
+    def create_model_card(self, model_name: str | None = None, test_metrics: dict | None = None, **kwargs) -> None:
+        """Writes the model card (`README.md` of the output folder, pushed with the model): what the model is,
+        its metrics, the data and training setup, and how to load it."""
+        if not self.is_world_process_zero():
+            return
+        config = self.model.config
+        repo_id = self.hub_model_id or model_name or "path/to/this/folder"
+        eval_metrics = next((log for log in reversed(self.state.log_history) if "eval_CIDEr" in log), {})
+        rows = []
+        for name in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"):
+            test_value = (test_metrics or {}).get(name)
+            eval_value = eval_metrics.get(f"eval_{name}")
+            rows.append(f"| {name} | {'-' if eval_value is None else f'{eval_value:.3f}'} | {'-' if test_value is None else f'{test_value:.3f}'} |")
+        extra = {k: v for k, v in (test_metrics or {}).items() if k.startswith("answer_accuracy")}
+        objectives = [name for name, on in (("MLM", config.use_mlm), ("MVM", config.use_mvm), ("MVT", config.use_mvt)) if on]
+        args = self.args
+        card = f"""---
+library_name: transformers
+pipeline_tag: text-generation
+tags:
+- video-grounded-dialogue
+- avsd
+- vgd-gpt2
+- custom_code
+---
+
+# {model_name or repo_id.split("/")[-1]}
+
+VGD-GPT2 (Le & Hoi, ACL 2020): GPT-2 fine-tuned on pre-extracted video features plus the caption and dialogue
+history, to answer questions about a video. Video features ({config.video_pooling}, D = {config.video_feature_dim})
+are projected to the model width and given modality, temporal and spatial-position encodings; text tokens get
+modality (cap / usr / sys), turn and position encodings; both form one GPT-2 sequence.
+
+## Metrics
+
+| metric | validation | test |
+|---|---|---|
+{chr(10).join(rows)}
+{"".join(f"| {k} | - | {v:.3f} |{chr(10)}" for k, v in extra.items())}
+Test scores follow the official DSTC7 AVSD protocol (last turn of each dialogue, 6 references, the official
+stopword filter, PTB tokenisation, pycocoevalcap scorers).
+
+## Training
+
+- backbone: {config.n_layer} layers, width {config.n_embd}, {config.n_head} heads; vocabulary {config.vocab_size}
+- objectives: response generation (weight {args.response_loss_weight}){"".join(f", {o}" for o in objectives)}
+  (weights MLM {args.mlm_loss_weight}, MVM {args.mvm_loss_weight}, MVT {args.mvt_loss_weight})
+- optimiser: AdamW, learning rate {args.learning_rate}, schedule {args.lr_scheduler_type}, warm-up {args.warmup_steps}
+- batch {args.per_device_train_batch_size} per device x {args.world_size} processes x {args.gradient_accumulation_steps} accumulation; {self.state.global_step} steps
+- decoding: beam {args.generation_num_beams}, at most {args.generation_max_new_tokens} new tokens, length penalty {args.generation_length_penalty}
+
+## Usage
+
+```python
+from transformers import AutoModelForCausalLM, AutoProcessor
+
+processor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)
+model = AutoModelForCausalLM.from_pretrained("{repo_id}", trust_remote_code=True)
+
+inputs = processor(
+    video_features=[features],  # per video: [F, D], [F, P, D] or a dict of streams (see processor.feature_extractor)
+    caption=["a man opens a window ..."],
+    history=[[("is he alone ?", "yes he is .")]],
+    question=["what does he do next ?"],
+    return_tensors="pt",
+)
+out = model.generate(**inputs, num_beams=5, max_new_tokens=20)
+print(processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+```
+"""
+        with open(os.path.join(args.output_dir, "README.md"), "w", encoding="utf-8") as f:
+            f.write(card)
+
+    def score_predictions(self, predictions: list[str], dataset) -> dict[str, float]:
+        """Scores `predictions` for the first len(predictions) items of `dataset`."""
+        if self.compute_generation_metrics is not None:
+            return self.compute_generation_metrics(predictions, dataset)
+        references = [list(refs) for refs in dataset.references[: len(predictions)]]
+        return avsd_caption_metrics(predictions, references)
+
+
+__all__ = [
+    "DialogueTurnDataset",
+    "GenerationCollator",
+    "OBJECTIVES",
+    "VGDTrainer",
+    "VGDTrainingArguments",
+    "avsd_caption_metrics",
+    "caption_text",
+]
