@@ -223,9 +223,9 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
                 config_overrides[key] = value
         if config_overrides.get("max_video_regions", 64) > gpt2_fields.get("n_positions", 1024):
             raise ValueError("max_video_regions cannot exceed n_positions: region p uses GPT-2's position row p")
-        config = VGDGPT2Config(**{**gpt2_fields, **config_overrides})
         gpt2_vocab_size = gpt2.config.vocab_size
-        config.vocab_size = max(len(processor.tokenizer), gpt2_vocab_size) if processor is not None else gpt2_vocab_size
+        gpt2_fields["vocab_size"] = max(len(processor.tokenizer), gpt2_vocab_size) if processor is not None else gpt2_vocab_size
+        config = VGDGPT2Config(**{**gpt2_fields, **config_overrides})
 
         model = cls(config)
         gpt2_state = gpt2.state_dict()

@@ -105,6 +105,7 @@ class DataArguments:
     skip_missing_features: bool = field(default=False, metadata={"help": "Drop turns whose video has no feature file (counted and logged) instead of failing."})
     cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder."})
     demo_num_train_dialogs: int = field(default=1500, metadata={"help": "Size of the synthetic training split (demo)."})
+    demo_num_valid_dialogs: int = field(default=100, metadata={"help": "Size of the synthetic validation split (demo)."})
     demo_num_test_dialogs: int = field(default=192, metadata={"help": "Size of the synthetic test split (demo)."})
     demo_noise: float = field(default=1.0, metadata={"help": "Feature noise of the synthetic videos (demo)."})
     demo_seed: int = field(default=0, metadata={"help": "Seed of the synthetic dataset (demo)."})
@@ -150,6 +151,7 @@ def prepare_demo_data(data_args: DataArguments, model_args: ModelArguments, outp
     info = generate_synthetic_avsd(
         data_dir,
         num_train_dialogs=data_args.demo_num_train_dialogs,
+        num_valid_dialogs=data_args.demo_num_valid_dialogs,
         num_test_dialogs=data_args.demo_num_test_dialogs,
         noise=data_args.demo_noise,
         seed=data_args.demo_seed,
@@ -389,6 +391,9 @@ def main(argv: list[str] | None = None):
                 trainer._save_checkpoint(trainer.model, trial=None)
                 logger.error("Training stopped at step %d; a checkpoint of that step is in %s", trainer.state.global_step, training_args.output_dir)
             raise
+        logger.warning(
+            "process %d of %d trained %d steps", training_args.process_index, training_args.world_size, trainer.state.global_step
+        )
         trainer.save_model()  # the trained model is on disk before any evaluation, prediction or push
         metrics = train_result.metrics
         metrics["train_samples"] = len(train_dataset)

@@ -1,0 +1,106 @@
+"""run_vgd.py end to end on tiny synthetic data: outputs, configs, failures that keep the model, DDP."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+import run_vgd
+from trainer_vgd import VGDTrainer
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TINY = [
+    "--demo_num_train_dialogs", "24", "--demo_num_valid_dialogs", "4", "--demo_num_test_dialogs", "8",
+    "--demo_n_layer", "1", "--demo_n_embd", "32", "--demo_n_head", "2", "--demo_vocab_size", "300",
+    "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "8",
+    "--generation_num_beams", "2", "--generation_max_new_tokens", "4", "--eval_max_generation_examples", "4",
+]
+
+
+def test_smoke_run_writes_model_predictions_and_metrics(tmp_path):
+    output_dir = tmp_path / "run"
+    metrics = run_vgd.main(TINY + ["--max_steps", "2", "--logging_steps", "1", "--output_dir", str(output_dir)])
+    expected = {"Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "answer_accuracy", "answer_accuracy_shuffled_video", "answer_accuracy_chance"}
+    assert expected <= set(metrics)
+    assert json.loads((output_dir / "metrics.json").read_text()) == pytest.approx(metrics)
+    result = json.loads((output_dir / "test_result.json").read_text())
+    test = json.loads((output_dir / "data" / "test_set4DSTC7-AVSD.json").read_text())
+    assert [d["image_id"] for d in result["dialogs"]] == [d["image_id"] for d in test["dialogs"]]
+    assert all(d["dialog"][-1]["answer"] != "__UNDISCLOSED__" for d in result["dialogs"])
+    assert (output_dir / "model.safetensors").exists() and (output_dir / "processor_config.json").exists()
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert any("response_loss" in log for log in state["log_history"])
+    assert "eval_CIDEr" in json.loads((output_dir / "eval_results.json").read_text())
+
+
+@pytest.mark.parametrize("config", sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "*.yaml"))))
+def test_paper_configs_parse(config, tmp_path):
+    with open(config) as f:
+        values = yaml.safe_load(f)
+    assert values.pop("bf16") is True  # GPU configs; this machine has no bf16 GPU
+    cpu_config = tmp_path / os.path.basename(config)
+    cpu_config.write_text(yaml.safe_dump(values))
+    model_args, data_args, training_args = run_vgd.parse_arguments([str(cpu_config)])
+    assert model_args.model_name_or_path in ("gpt2", "gpt2-medium")
+    assert training_args.learning_rate == 5e-5 and training_args.lr_scheduler_type == "inverse_sqrt"
+    assert training_args.response_loss_weight == 1.5 and training_args.metric_for_best_model == "CIDEr"
+    assert data_args.data_dir == values["data_dir"]
+
+
+def test_json_config_as_the_only_argument(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"data_dir": "data/avsd", "output_dir": str(tmp_path), "video_pooling": "temporal", "use_mvm": False}))
+    model_args, data_args, training_args = run_vgd.parse_arguments([str(path)])
+    assert model_args.video_pooling == "temporal" and not model_args.use_mvm
+    assert training_args.per_device_train_batch_size == 16  # the paper's default, not the demo's
+
+
+def test_error_during_training_keeps_a_checkpoint(tmp_path, monkeypatch):
+    calls = []
+    original = VGDTrainer.training_step
+
+    def failing_step(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("simulated failure at step 3")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(VGDTrainer, "training_step", failing_step)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        run_vgd.main(TINY + ["--max_steps", "5", "--output_dir", str(tmp_path), "--do_train"])
+    checkpoint = tmp_path / "checkpoint-2"
+    assert (checkpoint / "model.safetensors").exists() and (checkpoint / "optimizer.pt").exists()
+    run_vgd.main(TINY + ["--max_steps", "3", "--output_dir", str(tmp_path), "--do_train", "--resume_from_checkpoint", "last"])
+    assert json.loads((tmp_path / "trainer_state.json").read_text())["global_step"] == 3
+
+
+def test_error_in_evaluation_after_training_keeps_the_trained_model(tmp_path, monkeypatch):
+    def failing_evaluate(self, *args, **kwargs):
+        raise RuntimeError("simulated evaluation failure")
+
+    monkeypatch.setattr(VGDTrainer, "evaluate", failing_evaluate)
+    with pytest.raises(RuntimeError, match="simulated evaluation failure"):
+        run_vgd.main(TINY + ["--max_steps", "1", "--output_dir", str(tmp_path), "--do_train", "--do_eval"])
+    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "modeling_vgd_gpt2.py").exists()
+
+
+def test_two_process_accelerate_launch_trains_and_the_model_reloads(tmp_path):
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
+        os.path.join(REPO_ROOT, "run_vgd.py"), *TINY, "--max_steps", "2", "--do_train", "--output_dir", str(tmp_path), "--logging_steps", "1",
+    ]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "process 0 of 2" in result.stdout and "process 1 of 2" in result.stdout
+    from modeling_vgd_gpt2 import VGDGPT2ForDialogue
+
+    model = VGDGPT2ForDialogue.from_pretrained(tmp_path)
+    state = json.loads((tmp_path / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and model.config.model_type == "vgd_gpt2"
