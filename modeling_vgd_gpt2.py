@@ -212,6 +212,7 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
                 "video_feature_dim": processor.feature_extractor.video_feature_dim,
                 "max_video_frames": processor.feature_extractor.max_video_frames,
                 "video_pooling": processor.feature_extractor.video_pooling,
+                "max_turns": processor.max_turns,
                 **processor.special_token_ids(),
             }
             for key, value in from_processor.items():
