@@ -253,22 +253,13 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
 
     # ------------------------------------------------------------------ input checks and embeddings
 
-    def _check_inputs(self, input_ids, attention_mask, video_features, video_mask, mvt_labels, decoding: bool):
-        """Raise a ValueError naming the sizes for every input problem a tensor op would otherwise hit."""
+    def _check_inputs(self, input_ids, attention_mask, video_features, video_mask, mvt_labels, decoding: bool) -> bool:
+        """Raise a ValueError naming the sizes for every input problem a tensor op would otherwise hit.
+
+        All per-row counts travel to the host in one transfer (one device sync per forward pass). Returns
+        whether every row holds exactly one `<cls>` token (where `mvt_logits` are read)."""
         config = self.config
-        if input_ids.numel() and int(input_ids.max()) >= config.vocab_size:
-            raise ValueError(
-                f"input_ids holds id {int(input_ids.max())} but the vocabulary has {config.vocab_size} entries; "
-                "was the model built with the same processor (resize_token_embeddings)?"
-            )
-        n_placeholders = (input_ids == config.video_token_id).sum(dim=-1)
-        if video_features is None:
-            if not decoding and int(n_placeholders.sum()) > 0:
-                raise ValueError(
-                    f"input_ids holds {n_placeholders.tolist()} <video> placeholders per example but no video_features "
-                    "were given"
-                )
-        else:
+        if video_features is not None:
             if video_features.ndim != 4:
                 raise ValueError(f"video_features must have shape [batch, frames, regions, dim], got {tuple(video_features.shape)}")
             batch, frames, regions, dim = video_features.shape
@@ -284,28 +275,47 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
                 raise ValueError(f"video_pooling='spatial' expects one time-pooled frame per video, got {frames} frames")
             if config.video_pooling == "temporal" and regions > 1:
                 raise ValueError(f"video_pooling='temporal' expects one space-pooled region per frame, got {regions} regions")
-            n_regions = video_mask.sum(dim=(1, 2))
-            if not torch.equal(n_placeholders, n_regions.to(n_placeholders.device)):
-                bad = (n_placeholders != n_regions).nonzero().flatten().tolist()
-                raise ValueError(
-                    f"examples {bad[:10]}: the number of <video> placeholders {n_placeholders[bad[:10]].tolist()} differs "
-                    f"from the number of video regions {n_regions[bad[:10]].tolist()} (frames x regions of video_mask)"
-                )
-        n_text = 0 if decoding else int((attention_mask.bool() & (input_ids != config.video_token_id)).sum(dim=-1).max())
-        if n_text > config.n_positions:
+        if input_ids.numel() == 0:
+            return False
+
+        is_video = input_ids == config.video_token_id
+        counts = [
+            input_ids.max(dim=-1).values,
+            is_video.sum(dim=-1),
+            video_mask.sum(dim=(1, 2)).to(input_ids.device) if video_features is not None else torch.zeros_like(input_ids[:, 0]),
+            (attention_mask.bool() & ~is_video).sum(dim=-1) if not decoding else torch.zeros_like(input_ids[:, 0]),
+            (input_ids == config.usr_token_id).sum(dim=-1),
+            (input_ids == config.cls_token_id).sum(dim=-1),
+        ]
+        max_id, n_placeholders, n_regions, n_text, n_turns, n_cls = zip(*torch.stack(counts, dim=1).tolist())
+
+        if max(max_id) >= config.vocab_size:
             raise ValueError(
-                f"text of {n_text} tokens exceeds the {config.n_positions} positions of the backbone "
+                f"input_ids holds id {max(max_id)} but the vocabulary has {config.vocab_size} entries; "
+                "was the model built with the same processor (resize_token_embeddings)?"
+            )
+        if video_features is None and not decoding and sum(n_placeholders) > 0:
+            raise ValueError(f"input_ids holds {list(n_placeholders)} <video> placeholders per example but no video_features were given")
+        if video_features is not None and n_placeholders != n_regions:
+            bad = [i for i, (a, b) in enumerate(zip(n_placeholders, n_regions)) if a != b][:10]
+            raise ValueError(
+                f"examples {bad}: the number of <video> placeholders {[n_placeholders[i] for i in bad]} differs "
+                f"from the number of video regions {[n_regions[i] for i in bad]} (frames x regions of video_mask)"
+            )
+        if max(n_text) > config.n_positions:
+            raise ValueError(
+                f"text of {max(n_text)} tokens exceeds the {config.n_positions} positions of the backbone "
                 "(the video does not count); truncate the history or the caption in the processor"
             )
-        if int(input_ids.shape[1] and (input_ids == config.usr_token_id).sum(dim=-1).max()) >= config.max_turns:
+        if max(n_turns) >= config.max_turns:
             raise ValueError(
-                f"a sequence holds {int((input_ids == config.usr_token_id).sum(dim=-1).max())} turns but the turn "
-                f"encoding holds max_turns={config.max_turns} (turn 0 is the caption)"
+                f"a sequence holds {max(n_turns)} turns but the turn encoding holds max_turns={config.max_turns} "
+                "(turn 0 is the caption)"
             )
-        if mvt_labels is not None:
-            n_cls = (input_ids == config.cls_token_id).sum(dim=-1)
-            if not bool((n_cls == 1).all()):
-                raise ValueError(f"mvt_labels need exactly one <cls> token per sequence, found {n_cls.tolist()}")
+        one_cls_per_row = all(n == 1 for n in n_cls)
+        if mvt_labels is not None and not one_cls_per_row:
+            raise ValueError(f"mvt_labels need exactly one <cls> token per sequence, found {list(n_cls)}")
+        return one_cls_per_row
 
     def embed_video(self, video_features: torch.FloatTensor, mvm_mask: torch.BoolTensor | None = None) -> torch.FloatTensor:
         """Eq. 1-2 without the spatial-position term (added by GPT-2's position table).
@@ -408,7 +418,7 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
             if video_mask is None:
                 video_mask = torch.ones(video_features.shape[:3], dtype=torch.bool, device=video_features.device)
             video_mask = video_mask.bool()
-        self._check_inputs(input_ids, attention_mask, video_features, video_mask, mvt_labels, decoding)
+        one_cls_per_row = self._check_inputs(input_ids, attention_mask, video_features, video_mask, mvt_labels, decoding)
 
         if modality_ids is None or turn_ids is None:
             derived_modality_ids, derived_turn_ids = compute_modality_and_turn_ids(input_ids, self.config)
@@ -457,10 +467,8 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
             mvm_loss = F.l1_loss(predicted, target, reduction="sum") / max(target.numel(), 1)
 
         mvt_logits = None
-        cls_positions = input_ids == self.config.cls_token_id
-        if self.config.cls_token_id is not None and bool(cls_positions.any()) and not decoding:
-            if bool((cls_positions.sum(dim=-1) == 1).all()):
-                mvt_logits = self.mvt_head(hidden_states[cls_positions]).squeeze(-1)
+        if one_cls_per_row and not decoding:
+            mvt_logits = self.mvt_head(hidden_states[input_ids == self.config.cls_token_id]).squeeze(-1)
         mvt_loss = None
         if mvt_labels is not None:
             mvt_loss = F.binary_cross_entropy_with_logits(mvt_logits.float(), mvt_labels.float())

@@ -212,6 +212,25 @@ def feature_stores(data_args: DataArguments, splits, names: list[str]) -> dict[s
     return stores
 
 
+def video_token_counts(store: VideoFeatureStore, image_ids, processor) -> dict[str, int]:
+    """Video tokens per video (frames x regions after alignment, frame cap and pooling), from the .npy
+    headers only: the length estimate of length-grouped batching."""
+    from avsd_dataset.features import read_npy_header
+
+    extractor = processor.feature_extractor
+    counts = {}
+    for image_id in set(image_ids):
+        shapes = [read_npy_header(store.feature_path(image_id, stream))[0] for stream in store.streams]
+        frames = min(min(shape[0] for shape in shapes), extractor.max_video_frames)
+        regions = max((shape[1] for shape in shapes if len(shape) == 3), default=1)
+        if extractor.video_pooling == "spatial":
+            frames = 1
+        elif extractor.video_pooling == "temporal":
+            regions = 1
+        counts[image_id] = frames * regions
+    return counts
+
+
 # ---------------------------------------------------------------------------------------------- model
 
 
@@ -360,7 +379,8 @@ def main(argv: list[str] | None = None):
         training_args.ddp_find_unused_parameters = not (model.config.use_mlm and model.config.use_mvm and model.config.use_mvt)
 
     def turns(name, for_generation=False):
-        return DialogueTurnDataset(splits[name], stores[name], processor, caption_fields, for_generation=for_generation)
+        video_lengths = video_token_counts(stores[name], splits[name]["image_id"], processor)
+        return DialogueTurnDataset(splits[name], stores[name], processor, caption_fields, for_generation=for_generation, video_lengths=video_lengths)
 
     train_dataset = turns("train") if training_args.do_train else None
     eval_dataset = turns("validation") if "validation" in splits and training_args.do_eval else None
