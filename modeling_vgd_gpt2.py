@@ -249,6 +249,10 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
             model.generation_config.pad_token_id = config.pad_token_id
             model.generation_config.eos_token_id = config.eos_token_id
             model.generation_config.bos_token_id = config.bos_token_id
+            # A response never contains the structural tokens: keep beams from wasting themselves on them.
+            model.generation_config.suppress_tokens = [
+                getattr(config, name) for name in SPECIAL_TOKEN_FIELDS if name not in ("eos_token_id", "bos_token_id")
+            ]
         return model
 
     # ------------------------------------------------------------------ input checks and embeddings

@@ -185,11 +185,7 @@ def load_splits(data_args: DataArguments):
     for name, limit in (("train", data_args.max_train_samples), ("validation", data_args.max_eval_samples), ("test", data_args.max_predict_samples)):
         if name in splits and limit is not None:
             splits[name] = splits[name].select(range(min(limit, len(splits[name]))))
-    config = builder.config
-    reference_file = config.resolve_file(config.test_reference_file) if config.test_reference_file else None
-    if reference_file is not None and not os.path.exists(reference_file):
-        reference_file = None
-    return splits, config.resolve_file(config.test_file), reference_file
+    return splits, builder.config.resolve_file(builder.config.test_file)
 
 
 def feature_stores(data_args: DataArguments, splits, names: list[str]) -> dict[str, VideoFeatureStore]:
@@ -292,11 +288,6 @@ def write_result_file(test_json_path: str, test_split, predictions: list[str], o
     return output_path
 
 
-def load_test_dialog_ids(test_json_path: str) -> list[str]:
-    with open(test_json_path, encoding="utf-8") as f:
-        return [dialog["image_id"] for dialog in json.load(f)["dialogs"]]
-
-
 def shuffled_videos(split, seed: int):
     """A copy of `split` whose dialogues are each paired with another dialogue's video (a derangement)."""
     ids = list(split["image_id"])
@@ -352,7 +343,7 @@ def main(argv: list[str] | None = None):
 
     # ------------------------------------------------------------------ data
     with training_args.main_process_first(desc="AVSD splits"):
-        splits, test_json_path, reference_json_path = load_splits(data_args)
+        splits, test_json_path = load_splits(data_args)
     for name, flag in (("train", "do_train"), ("test", "do_predict")):
         if getattr(training_args, flag) and name not in splits:
             raise ValueError(f"--{flag} needs the {name} split, but {data_args.data_dir} has no {name} file")
@@ -436,12 +427,12 @@ def main(argv: list[str] | None = None):
         if trainer.is_world_process_zero():
             result_path = write_result_file(test_json_path, splits["test"], predictions, os.path.join(training_args.output_dir, "test_result.json"))
             logger.info("Predictions (official DSTC7 result format): %s", result_path)
-            if reference_json_path is not None and len(predictions) == len(load_test_dialog_ids(test_json_path)):
-                from avsd_dataset.score import score_result_file
-
-                all_metrics.update(score_result_file(result_path, reference_json_path))  # the official DSTC7 protocol
-            elif all(splits["test"]["references"]):
-                # a subset of the test split (--max_predict_samples): same filter and scorers, on those turns
+            empty = sum(1 for text in predictions if not text.strip())
+            if empty:
+                logger.warning("%d of %d generated answers are empty (scored as empty, as the official package does)", empty, len(predictions))
+            if all(splits["test"]["references"]):
+                # The official DSTC7 protocol on the predicted turns: stopword filter on the hypotheses, then the
+                # PTB tokenizer and the four scorers against the multi-reference file's references, in file order.
                 from avsd_dataset.score import filter_stopwords
 
                 references = [list(refs) for refs in splits["test"]["references"]]
