@@ -40,19 +40,22 @@ DEMO_OUTPUT_DIR = os.path.join("outputs", "demo")
 # argument given on the command line or in a config file overrides them.
 DEMO_TRAINING_DEFAULTS = {
     "output_dir": DEMO_OUTPUT_DIR,
-    "learning_rate": 1e-3,
+    "learning_rate": 3e-3,
     "lr_scheduler_type": "cosine",
     "warmup_steps": 0.05,
     "weight_decay": 0.01,
     "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 64,
-    "num_train_epochs": 5,
-    "logging_steps": 25,
+    "num_train_epochs": 7,
+    "logging_steps": 100,
     "save_strategy": "no",
     "eval_strategy": "no",
     "report_to": "none",
     "generation_num_beams": 3,
     "generation_max_new_tokens": 12,
+    "eval_max_generation_examples": 64,
+    "caption_fields": "caption",
+    "max_history_turns": 1,
     "dataloader_num_workers": 0,
     "use_cpu": not torch.cuda.is_available(),
     "seed": 0,
@@ -77,10 +80,11 @@ class ModelArguments:
     mlm_probability: float = field(default=0.15, metadata={"help": "Fraction of context tokens masked for MLM."})
     mvm_probability: float = field(default=0.15, metadata={"help": "Fraction of video regions masked for MVM."})
     mvt_probability: float = field(default=0.15, metadata={"help": "Fraction of examples given another example's video."})
-    demo_n_layer: int = field(default=4, metadata={"help": "Layers of the demo's offline GPT-2 (no --model_name_or_path)."})
+    demo_n_layer: int = field(default=2, metadata={"help": "Layers of the demo's offline GPT-2 (no --model_name_or_path)."})
     demo_n_embd: int = field(default=128, metadata={"help": "Width of the demo's offline GPT-2."})
     demo_n_head: int = field(default=4, metadata={"help": "Attention heads of the demo's offline GPT-2."})
     demo_vocab_size: int = field(default=600, metadata={"help": "BPE vocabulary of the demo's offline tokenizer."})
+    demo_dropout: float = field(default=0.0, metadata={"help": "Dropout of the demo's offline GPT-2 (short runs learn faster without)."})
 
 
 @dataclass
@@ -165,6 +169,7 @@ def prepare_demo_data(data_args: DataArguments, model_args: ModelArguments, outp
         build_offline_gpt2(
             corpus_texts(data_dir, splits=("train",)), gpt2_dir, vocab_size=model_args.demo_vocab_size,
             n_positions=256, n_embd=model_args.demo_n_embd, n_layer=model_args.demo_n_layer, n_head=model_args.demo_n_head,
+            dropout=model_args.demo_dropout,
         )
         model_args.model_name_or_path = gpt2_dir
     return info

@@ -43,8 +43,9 @@ def save_random_gpt2(
     n_layer: int = 12,
     n_head: int = 12,
     seed: int = 0,
+    dropout: float = 0.1,
 ) -> GPT2LMHeadModel:
-    """Save a randomly initialised `GPT2LMHeadModel` of the given shape in `output_dir`."""
+    """Save a randomly initialised `GPT2LMHeadModel` of the given shape (and dropout) in `output_dir`."""
     torch.manual_seed(seed)
     config = GPT2Config(
         vocab_size=vocab_size,
@@ -54,6 +55,9 @@ def save_random_gpt2(
         n_head=n_head,
         bos_token_id=0,
         eos_token_id=0,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
     )
     model = GPT2LMHeadModel(config)
     model.save_pretrained(output_dir)
@@ -69,6 +73,7 @@ def build_offline_gpt2(
     n_layer: int = 12,
     n_head: int = 12,
     seed: int = 0,
+    dropout: float = 0.1,
 ) -> str:
     """Write a tokenizer trained on `texts` and a random GPT-2 of the given shape into `output_dir`.
 
@@ -77,5 +82,5 @@ def build_offline_gpt2(
     tokenizer = train_gpt2_tokenizer(texts, output_dir, vocab_size=vocab_size, model_max_length=n_positions)
     if tokenizer.convert_tokens_to_ids(EOS_TOKEN) != 0:
         raise RuntimeError(f"expected {EOS_TOKEN} to get id 0 in the trained tokenizer")
-    save_random_gpt2(output_dir, len(tokenizer), n_positions, n_embd, n_layer, n_head, seed)
+    save_random_gpt2(output_dir, len(tokenizer), n_positions, n_embd, n_layer, n_head, seed, dropout)
     return output_dir
