@@ -8,8 +8,8 @@ def test_small_demo_answers_from_the_video(tmp_path):
     metrics = run_vgd.main(
         [
             "--output_dir", str(tmp_path),
-            "--demo_num_train_dialogs", "400", "--demo_num_valid_dialogs", "4", "--demo_num_test_dialogs", "64",
-            "--num_train_epochs", "6", "--do_train", "--do_predict", "--logging_steps", "50",
+            "--demo_num_train_dialogs", "800", "--demo_num_valid_dialogs", "4", "--demo_num_test_dialogs", "64",
+            "--num_train_epochs", "5", "--do_train", "--do_predict", "--logging_steps", "50",
         ]
     )
     accuracy, shuffled, chance = metrics["answer_accuracy"], metrics["answer_accuracy_shuffled_video"], metrics["answer_accuracy_chance"]
