@@ -62,6 +62,15 @@ DEMO_TRAINING_DEFAULTS = {
 }
 
 
+def gpu_training_defaults() -> dict:
+    """The fast path on a GPU, under any argument the user gives: bf16 where the card supports it, and
+    dataloader workers to read the video features while the GPU computes."""
+    defaults = {"dataloader_num_workers": min(4, os.cpu_count() or 1)}
+    if torch.cuda.is_bf16_supported():
+        defaults["bf16"] = True
+    return defaults
+
+
 @dataclass
 class ModelArguments:
     model_name_or_path: str | None = field(
@@ -135,11 +144,15 @@ def parse_arguments(argv: list[str]):
         if not values.get("data_dir"):
             values = {**DEMO_TRAINING_DEFAULTS, **values}
         return parser.parse_dict(values)
+    defaults = {}
+    if torch.cuda.is_available():
+        defaults.update(gpu_training_defaults())
     if "--data_dir" not in argv and not any(arg.startswith("--data_dir=") for arg in argv):
-        defaults = []
-        for key, value in DEMO_TRAINING_DEFAULTS.items():
-            defaults += [f"--{key}", str(value)]
-        argv = defaults + list(argv)
+        defaults.update(DEMO_TRAINING_DEFAULTS)
+    prefix = []
+    for key, value in defaults.items():
+        prefix += [f"--{key}", str(value)]
+    argv = prefix + list(argv)
     return parser.parse_args_into_dataclasses(args=argv)
 
 
