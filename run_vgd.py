@@ -480,6 +480,10 @@ def main(argv: list[str] | None = None):
         except Exception:
             logger.exception("Pushing to the Hub failed; the trained model is kept in %s", training_args.output_dir)
             raise
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # every process finishes together and closes its process group (no aborts at interpreter exit)
+        trainer.accelerator.wait_for_everyone()
+        torch.distributed.destroy_process_group()
     return all_metrics
 
 

@@ -121,6 +121,8 @@ rank = trainer.args.process_index
 print(f"process {{rank}} of {{trainer.args.world_size}} trained {{trainer.state.global_step}} step(s)", flush=True)
 if rank == 0:
     torch.save({{"state": model.state_dict(), "log": trainer.state.log_history[0]}}, {result!r})
+trainer.accelerator.wait_for_everyone()
+torch.distributed.destroy_process_group()
 """
 
 
