@@ -387,9 +387,12 @@ def main(argv: list[str] | None = None):
         # a switched-off objective leaves its head without gradients
         training_args.ddp_find_unused_parameters = not (model.config.use_mlm and model.config.use_mvm and model.config.use_mvt)
 
+    video_lengths = {}  # per split, read once from the .npy headers
+
     def turns(name, for_generation=False):
-        video_lengths = video_token_counts(stores[name], splits[name]["image_id"], processor)
-        return DialogueTurnDataset(splits[name], stores[name], processor, caption_fields, for_generation=for_generation, video_lengths=video_lengths)
+        if name not in video_lengths:
+            video_lengths[name] = video_token_counts(stores[name], splits[name]["image_id"], processor)
+        return DialogueTurnDataset(splits[name], stores[name], processor, caption_fields, for_generation=for_generation, video_lengths=video_lengths[name])
 
     train_dataset = turns("train") if training_args.do_train else None
     eval_dataset = turns("validation") if "validation" in splits and training_args.do_eval else None

@@ -653,27 +653,12 @@ def bench_data_path(p: dict, log=print) -> dict:
 # ---------------------------------------------------------------------------------------------- 4. scoring
 
 
-def _first_reference_result_file(test_json: str, reference_json: str, output_path: str) -> None:
-    """The test dialogues with each last answer set to the first reference of that turn (an official-format
-    result file, as benchmarks/bench_scoring.py builds it)."""
-    with open(test_json, encoding="utf-8") as f:
-        test = json.load(f)
-    with open(reference_json, encoding="utf-8") as f:
-        multiref = json.load(f)
-    first_reference = {}
-    for annotation in multiref["annotations"]:
-        first_reference.setdefault(annotation["image_id"], annotation["caption"])
-    for index, dialog in enumerate(test["dialogs"]):
-        dialog["dialog"][-1]["answer"] = first_reference[index + 1]
-    with open(output_path, "w", encoding="utf-8") as f:
-        json.dump(test, f)
-
-
 def bench_scoring(p: dict, data_dir: str | None = None, log=print) -> dict:
     """Seconds to score `scoring_responses` responses the official way (stopword filter, PTB, BLEU, METEOR,
     ROUGE-L, CIDEr). Real DSTC7 test set (first reference as the hypothesis) when available and the full 1,710
     are asked for; otherwise synthetic sentences with 6 references each."""
     from avsd_dataset import score as avsd_score  # lazy: needs Java + pycocoevalcap at call time
+    from bench_scoring import build_result_file
 
     avsd_score.check_java()
     import pycocoevalcap  # noqa: F401  (a clear ImportError here rather than inside the scorer)
@@ -685,7 +670,7 @@ def bench_scoring(p: dict, data_dir: str | None = None, log=print) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         if n == AVSD_TEST_DIALOGUES and os.path.exists(test_json) and os.path.exists(reference_json):
             result_json = os.path.join(tmp, "result.json")
-            _first_reference_result_file(test_json, reference_json, result_json)
+            build_result_file(test_json, reference_json, result_json)
             source = "DSTC7 AVSD test set (hypothesis = first reference), avsd_dataset.score.score_result_file"
             start = time.perf_counter()
             scores = avsd_score.score_result_file(result_json, reference_json)
