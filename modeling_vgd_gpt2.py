@@ -37,6 +37,11 @@ except ImportError:  # top-level modules (the repository)
         VGDGPT2Config,
     )
 
+try:  # the `video-grounded-dialogue` pipeline travels with the model code (save_pretrained copies it)
+    from .pipeline_vgd import CUSTOM_PIPELINES
+except ImportError:
+    from pipeline_vgd import CUSTOM_PIPELINES
+
 logger = logging.getLogger(__name__)
 
 SPECIAL_TOKEN_FIELDS = (
@@ -177,6 +182,8 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
         self.loss_type = "ForCausalLM"
         # AutoModel too (register_for_auto_class records one auto class; save_pretrained merges this map).
         self.config.auto_map = {**(getattr(config, "auto_map", None) or {}), "AutoModel": "modeling_vgd_gpt2.VGDGPT2ForDialogue"}
+        # pipeline("video-grounded-dialogue", model=folder, trust_remote_code=True) finds the pipeline here.
+        self.config.custom_pipelines = {**(getattr(config, "custom_pipelines", None) or {}), **CUSTOM_PIPELINES}
         self.post_init()
 
     def get_input_embeddings(self):
@@ -489,6 +496,89 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
             hidden_states=transformer_outputs.hidden_states,
             attentions=transformer_outputs.attentions,
         )
+
+    # ------------------------------------------------------------------ video relevance map
+
+    @torch.no_grad()
+    def video_relevance(
+        self,
+        input_ids: torch.LongTensor,
+        response_mask: torch.BoolTensor,
+        attention_mask: torch.Tensor | None = None,
+        video_features: torch.FloatTensor | None = None,
+        video_mask: torch.BoolTensor | None = None,
+        method: str = "attention",
+    ) -> torch.FloatTensor:
+        r"""
+        How much a response attended to each video region: one forward pass with `output_attentions` under eager
+        attention (the model's attention implementation is restored afterwards).
+
+        The queries are the positions that *produced* the response tokens (the `<sys>` token and every response token
+        but the last); their attention to the `<video>` positions is averaged and renormalised to sum to 1 over the
+        real regions of each example.
+
+        - `method="attention"` (default): attention weights averaged over heads and layers. Measured on the synthetic
+          task (README, "Talk to the model"), it finds the frame that holds the asked action more often than rollout.
+        - `method="rollout"`: attention rollout (Abnar & Zuidema, 2020): per layer the head-averaged attention plus
+          the identity (the residual stream), row-normalised, multiplied over the layers. It credits indirect paths
+          (answer -> question text -> video), but in a causal model the earliest positions (here the first frames)
+          accumulate weight.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): prompt and response (e.g. the
+                output of `generate()`), with one `<video>` placeholder per real region.
+            response_mask (`torch.BoolTensor` of shape `(batch_size, sequence_length)`): True at the response tokens
+                to explain (e.g. the generated answer up to and including its `<|endoftext|>`).
+            attention_mask, video_features, video_mask: as in [`~VGDGPT2ForDialogue.forward`].
+            method (`str`): `"attention"` or `"rollout"`.
+
+        Returns:
+            `torch.FloatTensor` of shape `(batch_size, frames, regions)` (the shape of `video_mask`): zero at padded
+            regions, summing to 1 over the real regions of each example with a response and a video.
+        """
+        if method not in ("attention", "rollout"):
+            raise ValueError(f"method must be 'attention' or 'rollout', got {method!r}")
+        if video_features is None:
+            raise ValueError("video_relevance needs video_features (a map over the video's regions)")
+        if video_features.ndim == 3:
+            video_features = video_features.unsqueeze(2)
+            video_mask = video_mask.unsqueeze(2) if video_mask is not None else None
+        if video_mask is None:
+            video_mask = torch.ones(video_features.shape[:3], dtype=torch.bool, device=video_features.device)
+        video_mask = video_mask.bool()
+        previous_implementation = self.config._attn_implementation
+        if previous_implementation != "eager":
+            self.set_attn_implementation("eager")
+        try:
+            outputs = self(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                video_features=video_features,
+                video_mask=video_mask,
+                output_attentions=True,
+                use_cache=False,
+            )
+        finally:
+            if previous_implementation != "eager":
+                self.set_attn_implementation(previous_implementation)
+        attentions = [layer.float().mean(dim=1) for layer in outputs.attentions]  # per layer [B, L, L]
+        if method == "attention":
+            scores = torch.stack(attentions).mean(dim=0)
+        else:
+            identity = torch.eye(input_ids.shape[1], device=input_ids.device)
+            scores = identity.expand_as(attentions[0])
+            for layer in attentions:
+                layer = layer + identity
+                scores = (layer / layer.sum(dim=-1, keepdim=True)) @ scores
+        # The query producing response token t sits at t - 1.
+        queries = torch.zeros_like(response_mask, dtype=torch.bool)
+        queries[:, :-1] = response_mask[:, 1:].bool()
+        weights = queries.to(scores.dtype)
+        per_key = (weights.unsqueeze(-1) * scores).sum(dim=1) / weights.sum(dim=1, keepdim=True).clamp(min=1)  # [B, L]
+        is_video = input_ids == self.config.video_token_id
+        relevance = torch.zeros(video_mask.shape, dtype=per_key.dtype, device=per_key.device)
+        relevance[video_mask] = per_key[is_video]
+        return relevance / relevance.sum(dim=(1, 2), keepdim=True).clamp(min=torch.finfo(relevance.dtype).tiny)
 
     # ------------------------------------------------------------------ generation
 

@@ -21,10 +21,12 @@ from transformers.processing_utils import ProcessorMixin
 
 
 try:  # package layout (Hub / `trust_remote_code`): the files sit next to this one
+    from .chat_template_vgd import VGD_CHAT_TEMPLATE, call_processor, conversation_to_example
     from .configuration_vgd_gpt2 import MODALITY_CAP, MODALITY_SYS, MODALITY_USR, MODALITY_VIS, VGDGPT2Config
     from .data_collator_vgd import IGNORE_INDEX, DataCollatorForVGD, _pad_batch
     from .feature_extraction_vgd import AVSD_STREAM_ORDER, VGDVideoFeatureExtractor, uniform_frame_indices
 except ImportError:  # top-level module layout (the repository root on sys.path)
+    from chat_template_vgd import VGD_CHAT_TEMPLATE, call_processor, conversation_to_example
     from configuration_vgd_gpt2 import MODALITY_CAP, MODALITY_SYS, MODALITY_USR, MODALITY_VIS, VGDGPT2Config
     from data_collator_vgd import IGNORE_INDEX, DataCollatorForVGD, _pad_batch
     from feature_extraction_vgd import AVSD_STREAM_ORDER, VGDVideoFeatureExtractor, uniform_frame_indices
@@ -176,7 +178,7 @@ class VGDProcessor(ProcessorMixin):
         self.truncation_stats = VGDTruncationStats()
         self._token_ids = token_ids
         self._token_cache = _TokenCache(self.token_cache_size)
-        super().__init__(feature_extractor, tokenizer, chat_template=chat_template)
+        super().__init__(feature_extractor, tokenizer, chat_template=chat_template or VGD_CHAT_TEMPLATE)
 
     # ------------------------------------------------------------------ construction
 
@@ -336,6 +338,47 @@ class VGDProcessor(ProcessorMixin):
                 return BatchFeature(examples[0])
             return BatchFeature({key: [example[key] for example in examples] for key in examples[0]})
         return self.pad(examples, padding_side=padding_side, return_tensors=return_tensors)
+
+    def apply_chat_template(
+        self,
+        conversation,
+        chat_template: str | None = None,
+        tokenize: bool = False,
+        return_dict: bool = False,
+        return_tensors: str | None = None,
+        **kwargs,
+    ):
+        r"""
+        Build the inputs of a conversation in transformers' multimodal message format (`chat_template_vgd.py`): a
+        system message holds the caption, the first user message carries `{"type": "video", "video": <path | frames
+        | features>}` beside `{"type": "text", "text": question}`, assistant messages are the earlier answers, the
+        last user message is the question.
+
+        With `tokenize=True` the result is exactly `processor(video_features=..., caption=..., history=...,
+        question=...)` (or `videos=` for a file / frames, when the processor decodes videos): the layout carries
+        per-token modality and turn ids, one placeholder per video region and whole-turn history truncation, which a
+        text template cannot express, so the processor builds the tensors itself. With `tokenize=False` the
+        chat template (`VGD_CHAT_TEMPLATE`, a Jinja template) renders the same layout as text, one `<video>` standing
+        for the F x P placeholders.
+
+        Args:
+            conversation: one conversation (a list of messages) or a batch (a list of conversations).
+            tokenize (`bool`): return model inputs instead of the rendered text.
+            return_dict (`bool`): with `tokenize=True`, return the whole [`BatchFeature`] instead of `input_ids`.
+            return_tensors (`"pt"`, `"np"` or `None`): as in [`~VGDProcessor.__call__`]; `None` gives unbatched
+                examples.
+        """
+        batched = len(conversation) > 0 and isinstance(conversation[0], (list, tuple))
+        conversations = list(conversation) if batched else [conversation]
+        if not tokenize:
+            kwargs.pop("add_generation_prompt", None)
+            rendered = super().apply_chat_template(conversations, chat_template=chat_template, tokenize=False, **kwargs)
+            return rendered if batched else rendered[0]
+        examples = [conversation_to_example(messages) for messages in conversations]
+        inputs = call_processor(self, examples, return_tensors=return_tensors)
+        if not batched and return_tensors is None:  # one unbatched example, as __call__ returns it
+            inputs = BatchFeature({key: value[0] for key, value in inputs.items()})
+        return inputs if return_dict else inputs["input_ids"]
 
     def process_example(
         self,
