@@ -117,7 +117,7 @@ def build_demo(chat_pipeline, demo_videos: list[dict[str, str]], max_new_tokens:
             image = None
             messages.append({"role": "user", "content": question.strip()})
             messages.append({"role": "assistant", "content": answer})
-            status = f"Answered from {name}."
+            status = f"Turn {len(session.history)}: answered from {name}."
             if relevance is not None:
                 frames = sample_frames(session.video, len(relevance))
                 image = relevance_png(relevance, frames, f"Q: {question.strip()}   A: {answer}", figure_dir)
@@ -145,7 +145,7 @@ def build_demo(chat_pipeline, demo_videos: list[dict[str, str]], max_new_tokens:
                 caption = gr.Textbox(value=first["caption"] if first else "", label="Caption", elem_id="caption")
                 reset_button = gr.Button("New conversation", elem_id="reset")
             with gr.Column(scale=2):
-                chatbot = gr.Chatbot(label="Dialogue", elem_id="chatbot", height=420)
+                chatbot = gr.Chatbot(label="Dialogue", elem_id="chatbot", height=420, render_markdown=False)
                 question = gr.Textbox(label="Question", placeholder="what does she do first ?", elem_id="question")
                 ask_button = gr.Button("Ask", variant="primary", elem_id="ask")
                 status = gr.Markdown("", elem_id="status")

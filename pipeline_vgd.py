@@ -188,6 +188,9 @@ class VideoGroundedDialoguePipeline(Pipeline):
         return result
 
 
-PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=VideoGroundedDialoguePipeline, pt_model=AutoModelForCausalLM, type="multimodal")
+# In-process use with a model object (`pipeline(TASK, model=model, processor=processor)`). A folder or Hub id goes
+# through `config.custom_pipelines` instead; the first import (repository or remote code) registers the task.
+if TASK not in PIPELINE_REGISTRY.supported_tasks:
+    PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=VideoGroundedDialoguePipeline, pt_model=AutoModelForCausalLM, type="multimodal")
 
 __all__ = ["CUSTOM_PIPELINES", "TASK", "VideoGroundedDialoguePipeline"]
