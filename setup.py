@@ -13,7 +13,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    py_modules=["configuration_vgd_gpt2", "modeling_vgd_gpt2", "processing_vgd", "feature_extraction_vgd", "data_collator_vgd", "trainer_vgd", "run_vgd"],
+    py_modules=["configuration_vgd_gpt2", "modeling_vgd_gpt2", "processing_vgd", "feature_extraction_vgd", "data_collator_vgd", "trainer_vgd", "run_vgd", "chat_template_vgd", "pipeline_vgd", "visualization_vgd", "chat_vgd", "app_vgd", "measure_relevance_vgd"],
     packages=find_packages(include=["avsd_dataset", "avsd_dataset.*"]),
     package_data={"avsd_dataset": ["*.txt"]},
     install_requires=[
@@ -31,7 +31,8 @@ setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "selenium>=4.20", "gradio>=6", "matplotlib>=3.8"],
+        "chat": ["gradio>=6", "matplotlib>=3.8"],
         "tensorboard": ["tensorboard>=2.16"],
         "deepspeed": ["deepspeed>=0.16"],
     },

@@ -333,3 +333,31 @@ def test_terminal_chat_without_a_model_says_how_to_get_one(tmp_path):
     assert result.returncode == 1
     assert "no model at outputs/demo: train the demo with `python run_vgd.py`" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_answers_stream_token_by_token_through_the_pipeline(chat, videos):
+    from transformers.generation.streamers import BaseStreamer
+
+    from chat_vgd import DialogueSession
+
+    class Recorder(BaseStreamer):
+        def __init__(self):
+            self.puts = []
+            self.ended = False
+
+        def put(self, value):
+            self.puts.append(value.reshape(-1).tolist())
+
+        def end(self):
+            self.ended = True
+
+    session = DialogueSession(chat)
+    session.load_video(videos[0], "a man in a kitchen .")
+    recorder = Recorder()
+    result = session.ask("what does he do first ?", max_new_tokens=MAX_NEW_TOKENS, streamer=recorder)
+    assert recorder.ended and len(recorder.puts) >= 2  # the prompt, then one put per generated token
+    streamed = [token for tokens in recorder.puts[1:] for token in tokens]
+    assert chat.processor.decode(streamed, skip_special_tokens=True) == result["answer"]
+    assert session.history == [("what does he do first ?", result["answer"])]
+    with pytest.raises(ValueError, match="the question is empty"):
+        session.ask("  ")
