@@ -135,7 +135,7 @@ def build_demo(chat_pipeline, demo_videos: list[dict[str, str]], max_new_tokens:
     with gr.Blocks(title="VGD-GPT2: talk about a video") as demo:
         gr.Markdown(
             "## VGD-GPT2: talk about a video\nPick a video, ask a question; next to each answer, the video relevance "
-            "map: how much the answer attended to each frame and region (averaged attention)."
+            "map: how much the answer's tokens attended to each frame and region (attention averaged over layers and heads)."
         )
         history_state = gr.State([])
         with gr.Row():

@@ -517,12 +517,13 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
         but the last); their attention to the `<video>` positions is averaged and renormalised to sum to 1 over the
         real regions of each example.
 
-        - `method="attention"` (default): attention weights averaged over heads and layers. Measured on the synthetic
-          task (README, "Talk to the model"), it finds the frame that holds the asked action more often than rollout.
+        - `method="attention"` (default): attention weights averaged over heads and layers. On the synthetic task
+          (README, "Talk to the model") its top frame holds the asked action in 66% of the questions for two demo
+          models trained with different seeds (uniform: 25%).
         - `method="rollout"`: attention rollout (Abnar & Zuidema, 2020): per layer the head-averaged attention plus
           the identity (the residual stream), row-normalised, multiplied over the layers. It credits indirect paths
-          (answer -> question text -> video), but in a causal model the earliest positions (here the first frames)
-          accumulate weight.
+          (answer -> question text -> video), but in a causal model the earliest positions accumulate weight; on the
+          same two models it scored 68% and 52%: less steady, hence not the default.
 
         Args:
             input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`): prompt and response (e.g. the
