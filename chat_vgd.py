@@ -169,7 +169,7 @@ def describe_relevance(relevance: np.ndarray | None) -> str:
     shares = relevance.sum(axis=1)
     frame, region = np.unravel_index(int(np.argmax(relevance)), relevance.shape)
     per_frame = "  ".join(f"f{f + 1} {share:.0%}" for f, share in enumerate(shares))
-    return f"where it looked: {per_frame}  (top: frame {frame + 1}, region {region + 1})"
+    return f"where it looked: {per_frame}  (top region: frame {frame + 1}, region {region + 1})"
 
 
 # ------------------------------------------------------------------------------------------------ terminal
@@ -274,7 +274,9 @@ def run_chat(session: DialogueSession, args: ChatArguments, stdin: TextIO, stdou
 
 def main(argv: list[str] | None = None) -> int:
     (args,) = HfArgumentParser(ChatArguments).parse_args_into_dataclasses(args=argv)
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+    # The chat prints its own notes (e.g. about a truncated history) between the streamed answers.
+    for name in ("transformers", "transformers_modules", "pipeline_vgd"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         chat_pipeline = load_chat_pipeline(args.model)
     except (ValueError, OSError) as error:

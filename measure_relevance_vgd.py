@@ -18,6 +18,7 @@ against the object regions, baseline `object regions / P`. Prints one JSON objec
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -134,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.split not in ("validation", "test"):
         print(f"error: --split must be 'validation' or 'test', got {args.split!r}", file=sys.stderr)
         return 1
+    for name in ("transformers", "transformers_modules", "pipeline_vgd"):  # no per-turn truncation notes
+        logging.getLogger(name).setLevel(logging.ERROR)
     methods = ("attention", "rollout") if args.method == "both" else (args.method,)
     chat_pipeline = load_chat_pipeline(args.model)
     turns = load_turns(data_dir, args.split)[: args.max_examples]

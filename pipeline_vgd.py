@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from transformers import AutoModelForCausalLM, Pipeline
+from transformers import AutoModelForCausalLM, GenerationConfig, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
@@ -70,6 +70,8 @@ class VideoGroundedDialoguePipeline(Pipeline):
     _load_image_processor = False
     _load_video_processor = False
     _pipeline_calls_generate = True
+    # Under the model's own generation config and the caller's arguments: AVSD answers are short sentences.
+    _default_generation_config = GenerationConfig(max_new_tokens=20)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
