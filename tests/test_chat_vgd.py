@@ -327,13 +327,12 @@ def test_terminal_chat_streams_answers_keeps_history_and_reports_errors(chat, mo
     assert "Traceback" not in out + result.stderr
 
 
-def test_terminal_chat_without_a_model_says_how_to_get_one(tmp_path):
-    env = {**os.environ, "PYTHONPATH": REPO_ROOT}
-    result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "chat_vgd.py")], input="", capture_output=True,
-                            text=True, env=env, cwd=tmp_path, timeout=120)
-    assert result.returncode == 1
-    assert "no model at outputs/demo: train the demo with `python run_vgd.py`" in result.stderr
-    assert "Traceback" not in result.stderr
+def test_terminal_chat_without_a_model_says_how_to_get_one(tmp_path, monkeypatch, capsys):
+    import chat_vgd
+
+    monkeypatch.chdir(tmp_path)  # no outputs/demo here
+    assert chat_vgd.main([]) == 1
+    assert "error: no model at outputs/demo: train the demo with `python run_vgd.py`" in capsys.readouterr().err
 
 
 def test_answers_stream_token_by_token_through_the_pipeline(chat, videos):
