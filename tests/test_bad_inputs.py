@@ -80,3 +80,59 @@ def test_skip_missing_features_drops_the_videos_with_bad_values(avsd_dir, featur
     kept = set(splits["test"]["image_id"])
     assert bad_id not in kept and kept == {image_id for image_id, _ in TEST_DIALOGUES} - {bad_id}
     assert stores["test"].split == "test"
+
+
+# ------------------------------------------------------------------------------------------- scorer
+
+from avsd_dataset import score  # noqa: E402
+from avsd_dataset.score import filter_stopwords, load_references, score_result_file  # noqa: E402
+from test_scoring import fill_answers, make_tiny_test_set  # noqa: E402
+
+
+def test_empty_answers_score_the_same_in_run_vgd_and_in_the_scorer(tmp_path):
+    """run_vgd.py scores its predictions in-process (stopword filter + metrics) and writes them to
+    test_result.json; the scorer command must accept that file and give the same numbers."""
+    from trainer_vgd import avsd_caption_metrics
+
+    test, multiref = make_tiny_test_set()
+    predictions = ["yes , a man .", "", "no", "he opens the door ."]
+    references = [[annotation["caption"] for annotation in multiref["annotations"] if annotation["image_id"] == i + 1] for i in range(4)]
+    in_process = avsd_caption_metrics([filter_stopwords(text) for text in predictions], references)
+    result_path = tmp_path / "test_result.json"
+    result_path.write_text(json.dumps(fill_answers(test, predictions)))
+    assert score_result_file(str(result_path), multiref) == pytest.approx(in_process)
+
+
+def test_reference_annotation_without_caption(tmp_path):
+    _, multiref = make_tiny_test_set()
+    del multiref["annotations"][4]["caption"]
+    path = tmp_path / "multiref.json"
+    path.write_text(json.dumps(multiref))
+    with pytest.raises(ValueError, match=rf"Annotation 4 of the reference file '{path}' \(image_id 2\) needs a 'caption' string"):
+        load_references(str(path))
+
+
+def test_non_utf8_result_file_is_named(tmp_path, capsys):
+    test, multiref = make_tiny_test_set()
+    result_path, reference_path = tmp_path / "result.json", tmp_path / "multiref.json"
+    result_path.write_bytes(json.dumps(fill_answers(test, ["caf\u00e9 .", "b", "c", "d"]), ensure_ascii=False).encode("latin-1"))
+    reference_path.write_text(json.dumps(multiref))
+    assert score.main([str(result_path), str(reference_path)]) == 1
+    error = capsys.readouterr().err
+    assert f"result file '{result_path}' is not UTF-8 text" in error and "offset" in error
+
+
+def test_unwritable_output_json_keeps_the_printed_scores(tmp_path, capsys, monkeypatch):
+    test, multiref = make_tiny_test_set()
+    result_path, reference_path = tmp_path / "result.json", tmp_path / "multiref.json"
+    result_path.write_text(json.dumps(fill_answers(test, ["a", "b", "c", "d"])))
+    reference_path.write_text(json.dumps(multiref))
+    scores = {name: 0.5 for name in score.METRIC_NAMES}
+    monkeypatch.setattr(score, "score_result_file", lambda *args, **kwargs: scores)  # no Java needed here
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    output_json = blocker / "scores.json"  # a folder inside a file: cannot be created
+    assert score.main([str(result_path), str(reference_path), "--output_json", str(output_json)]) == 1
+    captured = capsys.readouterr()
+    assert "Bleu_1: 0.500" in captured.out
+    assert f"cannot write the scores to --output_json '{output_json}'" in captured.err and "printed above" in captured.err
