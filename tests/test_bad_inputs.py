@@ -136,3 +136,33 @@ def test_unwritable_output_json_keeps_the_printed_scores(tmp_path, capsys, monke
     captured = capsys.readouterr()
     assert "Bleu_1: 0.500" in captured.out
     assert f"cannot write the scores to --output_json '{output_json}'" in captured.err and "printed above" in captured.err
+
+
+# ------------------------------------------------------------------------------------------- prompts that fill the positions
+
+from test_run_vgd import TINY  # noqa: E402
+
+
+def test_do_predict_with_a_very_long_test_caption_writes_the_result_file(tmp_path, monkeypatch):
+    """The demo model has 256 positions; one test caption of ~1,500 tokens must be truncated with room for the
+    generated answer, and every test dialogue gets its answer in test_result.json."""
+    import avsd_dataset.synthetic as synthetic
+
+    generate = synthetic.generate_synthetic_avsd
+
+    def with_a_long_test_caption(data_dir, **kwargs):
+        info = generate(data_dir, **kwargs)
+        test_path = os.path.join(data_dir, "test_set4DSTC7-AVSD.json")
+        with open(test_path, encoding="utf-8") as handle:
+            test = json.load(handle)
+        test["dialogs"][0]["caption"] = " ".join(["a man opens a window and looks outside ."] * 150)
+        with open(test_path, "w", encoding="utf-8") as handle:
+            json.dump(test, handle)
+        return info
+
+    monkeypatch.setattr(synthetic, "generate_synthetic_avsd", with_a_long_test_caption)
+    output_dir = tmp_path / "run"
+    run_vgd.main(TINY + ["--do_predict", "--output_dir", str(output_dir)])
+    result = json.loads((output_dir / "test_result.json").read_text())
+    assert len(result["dialogs"][0]["caption"].split()) == 150 * 9
+    assert all(dialog["dialog"][-1]["answer"] != "__UNDISCLOSED__" for dialog in result["dialogs"])
