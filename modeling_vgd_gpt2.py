@@ -9,9 +9,11 @@ the tensors exchanged with the processor and the collator are described in `docs
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin, GPT2Config, GPT2LMHeadModel
@@ -211,6 +213,30 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
 
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """[`PreTrainedModel.from_pretrained`]; a damaged weights file (e.g. a `model.safetensors` cut off while
+        copying) raises an `OSError` naming the file instead of safetensors' bare header message."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except SafetensorError as error:
+            folder = os.fspath(pretrained_model_name_or_path)
+            broken = []
+            if os.path.isdir(folder):
+                for name in sorted(os.listdir(folder)):
+                    if name.endswith(".safetensors"):
+                        try:
+                            safe_open(os.path.join(folder, name), framework="pt").keys()
+                        except SafetensorError:
+                            broken.append(os.path.join(folder, name))
+            where = ", ".join(broken) if broken else f"the weights of {folder}"
+            raise OSError(
+                f"cannot read {where}: not a complete safetensors file ({error}); it was probably cut off while "
+                "saving, copying or downloading: save or copy the checkpoint again"
+            ) from error
 
     # ------------------------------------------------------------------ building from plain GPT-2
 

@@ -166,3 +166,79 @@ def test_do_predict_with_a_very_long_test_caption_writes_the_result_file(tmp_pat
     result = json.loads((output_dir / "test_result.json").read_text())
     assert len(result["dialogs"][0]["caption"].split()) == 150 * 9
     assert all(dialog["dialog"][-1]["answer"] != "__UNDISCLOSED__" for dialog in result["dialogs"])
+
+
+def test_processor_truncation_keeps_room_for_the_new_tokens_and_generate_then_works(tiny_gpt2_dir):
+    from modeling_vgd_gpt2 import VGDGPT2ForDialogue
+    from processing_vgd import VGDProcessor
+
+    processor = VGDProcessor.from_gpt2_pretrained(tiny_gpt2_dir, video_feature_dim=8)  # 128 positions
+    model = VGDGPT2ForDialogue.from_gpt2_pretrained(tiny_gpt2_dir, processor=processor).eval()
+    video = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    long_caption = " ".join(["a man opens a window and looks outside ."] * 40)
+    inputs = dict(video_features=video, caption=long_caption, history=[], question="what does he do next ?", return_tensors="pt")
+
+    full = processor(**inputs)
+    assert int(full["attention_mask"].sum()) - 3 == processor.max_text_length == 128
+    with pytest.raises(ValueError, match=r"fills all 128 positions .* no room to generate.*max_new_tokens=N"):
+        model.generate(**full, max_new_tokens=5)
+
+    roomy = processor(**inputs, max_new_tokens=5)
+    assert int(roomy["attention_mask"].sum()) - 3 == 128 - 5
+    out = model.generate(**roomy, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    assert out.shape[1] == roomy["input_ids"].shape[1] + 5
+    with pytest.raises(ValueError, match="only 5 of the requested max_new_tokens=6 fit"):
+        model.generate(**roomy, max_new_tokens=6)
+    # a training example (with answer) is not affected by max_new_tokens
+    with_answer = processor(**inputs, answer="he closes it .", max_new_tokens=5)
+    assert int(with_answer["attention_mask"].sum()) - 3 == 128 - 1  # one position kept for the collator's <cls>
+    with pytest.raises(ValueError, match="max_new_tokens must be an int >= 0, got -1"):
+        processor(**inputs, max_new_tokens=-1)
+
+
+
+def test_processor_folder_without_tokenizer_files_fails_clearly(tiny_gpt2_dir, tmp_path):
+    from transformers import AutoProcessor
+
+    from processing_vgd import VGDProcessor
+
+    folder = tmp_path / "processor"
+    VGDProcessor.from_gpt2_pretrained(tiny_gpt2_dir, video_feature_dim=8).save_pretrained(folder)
+    (folder / "tokenizer.json").unlink()  # tokenizer_config.json (the special tokens) is left
+    for load in (VGDProcessor.from_pretrained, lambda path: AutoProcessor.from_pretrained(path, trust_remote_code=True)):
+        with pytest.raises(ValueError, match=rf"tokenizer loaded from '{folder}' has a vocabulary of 0 tokens .* vocabulary files"):
+            load(str(folder))
+
+
+def test_truncated_model_safetensors_names_the_file(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from modeling_vgd_gpt2 import VGDGPT2ForDialogue
+    from test_modeling import tiny_config
+
+    VGDGPT2ForDialogue(tiny_config()).save_pretrained(tmp_path)
+    path = tmp_path / "model.safetensors"
+    data = path.read_bytes()
+    for cut in (5, len(data) // 2):
+        path.write_bytes(data[:cut])
+        for load in (VGDGPT2ForDialogue.from_pretrained, lambda p: AutoModelForCausalLM.from_pretrained(p, trust_remote_code=True)):
+            with pytest.raises(OSError, match=rf"cannot read {path}: not a complete safetensors file .* copy the checkpoint again"):
+                load(str(tmp_path))
+
+
+def test_empty_questions_and_answers_in_the_data_are_counted_and_warned(tmp_path, caplog):
+    from avsd_dataset.avsd import load_avsd_dialogues
+
+    dialogue = lambda image_id, turns: {"image_id": image_id, "caption": "a caption .", "summary": "", "dialog": turns}  # noqa: E731
+    data = {"dialogs": [
+        dialogue("V1", [{"question": "is he alone ?", "answer": ""}, {"question": "  ", "answer": "yes ."}]),
+        dialogue("V2", [{"question": "", "answer": " "}]),
+    ]}
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(data))
+    with caplog.at_level(logging.WARNING, logger="avsd_dataset.avsd"):
+        dialogues = load_avsd_dialogues(str(path))
+    assert [turn["answer"] for turn in dialogues[0]["dialog"]] == ["", "yes ."]  # kept as they are
+    messages = [record.getMessage() for record in caplog.records]
+    assert f"{path}: 2 empty questions (kept as empty text), e.g. dialogue 0 (image_id 'V1') turn 1; dialogue 1 (image_id 'V2') turn 0" in messages
+    assert f"{path}: 2 empty answers (kept as empty text), e.g. dialogue 0 (image_id 'V1') turn 0; dialogue 1 (image_id 'V2') turn 0" in messages
