@@ -311,7 +311,7 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
             return
         if video_features.ndim != 4:
             raise ValueError(f"video_features must have shape [batch, frames, regions, dim], got {tuple(video_features.shape)}")
-        if not (video_features.is_floating_point()):
+        if not video_features.is_floating_point():
             raise ValueError(f"video_features must be a floating-point tensor, got dtype {video_features.dtype}")
         batch, frames, regions, dim = video_features.shape
         if dim != config.video_feature_dim:
@@ -673,8 +673,9 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
         model_inputs.pop("inputs_embeds", None)
         new_length = model_inputs["input_ids"].shape[1]
         modality_ids, turn_ids = compute_modality_and_turn_ids(input_ids, self.config)
-        model_inputs["modality_ids"] = _with_given_prefix(given_modality_ids, modality_ids)[:, -new_length:]
-        model_inputs["turn_ids"] = _with_given_prefix(given_turn_ids, turn_ids)[:, -new_length:]
+        # contiguous, as the base class makes its inputs: a compiled forward would recompile for every new stride
+        model_inputs["modality_ids"] = _with_given_prefix(given_modality_ids, modality_ids)[:, -new_length:].contiguous()
+        model_inputs["turn_ids"] = _with_given_prefix(given_turn_ids, turn_ids)[:, -new_length:].contiguous()
         return model_inputs
 
 

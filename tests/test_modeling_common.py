@@ -233,6 +233,25 @@ def test_compiled_static_cache_generation_equals_eager_dynamic(model):
     del model._compiled_call
 
 
+def test_beam_search_with_a_compiled_forward_and_static_cache_compiles_two_graphs(model):
+    """transformers compiles the forward inside generate() for greedy search / sampling only; compiled by hand,
+    beam search with a static cache needs one graph for the prefill and one for all decoding steps."""
+    from torch._dynamo.utils import counters
+
+    batch = collate(EXAMPLES)
+    kwargs = dict(max_new_tokens=12, do_sample=False, pad_token_id=PAD, num_beams=2)
+    eager = model.generate(**batch, **kwargs)
+    torch._dynamo.reset()
+    counters.clear()
+    model.forward = torch.compile(model.forward, fullgraph=True, dynamic=False, backend="eager")
+    try:
+        compiled = model.generate(**batch, cache_implementation="static", **kwargs)
+    finally:
+        del model.forward
+    assert counters["stats"]["unique_graphs"] == 2
+    assert torch.equal(eager, compiled)
+
+
 def test_forward_exports_with_torch_export(model):
     batch = collate(EXAMPLES)
     exported = torch.export.export(model, args=(), kwargs=dict(batch, use_cache=False))
