@@ -596,7 +596,7 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
 
     # ------------------------------------------------------------------ generation
 
-    def generate(self, inputs=None, generation_config=None, **kwargs):
+    def generate(self, inputs=None, generation_config=None, *args, **kwargs):
         """[`GenerationMixin.generate`], after checking that the prompt leaves room in GPT-2's positions for the
         requested new tokens (the video does not use positions; the text does)."""
         if kwargs.get("inputs_embeds") is not None:
@@ -607,7 +607,7 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
         input_ids = kwargs.get("input_ids", inputs)
         if input_ids is not None and input_ids.numel() > 0:
             self._check_room_to_generate(input_ids, kwargs.get("attention_mask"), generation_config, kwargs)
-        return super().generate(inputs, generation_config, **kwargs)
+        return super().generate(inputs, generation_config, *args, **kwargs)
 
     def _check_room_to_generate(self, input_ids, attention_mask, generation_config, kwargs) -> None:
         generation_config = generation_config if generation_config is not None else self.generation_config
