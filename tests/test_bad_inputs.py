@@ -85,22 +85,22 @@ def test_skip_missing_features_drops_the_videos_with_bad_values(avsd_dir, featur
 # ------------------------------------------------------------------------------------------- scorer
 
 from avsd_dataset import score  # noqa: E402
-from avsd_dataset.score import filter_stopwords, load_references, score_result_file  # noqa: E402
+from avsd_dataset.score import filter_stopwords, load_references, prepare_dstc7_inputs  # noqa: E402
 from test_scoring import fill_answers, make_tiny_test_set  # noqa: E402
 
 
 def test_empty_answers_score_the_same_in_run_vgd_and_in_the_scorer(tmp_path):
-    """run_vgd.py scores its predictions in-process (stopword filter + metrics) and writes them to
-    test_result.json; the scorer command must accept that file and give the same numbers."""
-    from trainer_vgd import avsd_caption_metrics
-
+    """run_vgd.py scores its predictions in-process (official stopword filter, then the metrics) and writes them
+    to test_result.json; the scorer must accept that file and hand the metrics exactly the same inputs (the
+    metrics themselves score an empty hypothesis: tests/test_scoring.py)."""
     test, multiref = make_tiny_test_set()
     predictions = ["yes , a man .", "", "no", "he opens the door ."]
     references = [[annotation["caption"] for annotation in multiref["annotations"] if annotation["image_id"] == i + 1] for i in range(4)]
-    in_process = avsd_caption_metrics([filter_stopwords(text) for text in predictions], references)
     result_path = tmp_path / "test_result.json"
     result_path.write_text(json.dumps(fill_answers(test, predictions)))
-    assert score_result_file(str(result_path), multiref) == pytest.approx(in_process)
+    hypotheses, scorer_references = prepare_dstc7_inputs(str(result_path), multiref)
+    assert hypotheses == [filter_stopwords(text) for text in predictions] == ["yes man", "", "no", "he opens the door"]
+    assert scorer_references == references
 
 
 def test_reference_annotation_without_caption(tmp_path):
