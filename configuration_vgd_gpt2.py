@@ -59,6 +59,14 @@ class VGDGPT2Config(GPT2Config):
         mask_token_id: int | None = None,
         **kwargs,
     ):
+        for name, value in (
+            ("video_feature_dim", video_feature_dim),
+            ("max_video_frames", max_video_frames),
+            ("max_video_regions", max_video_regions),
+            ("max_turns", max_turns),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"VGDGPT2Config: {name} must be a positive int, got {value!r}")
         if video_pooling not in VIDEO_POOLING_MODES:
             raise ValueError(f"video_pooling must be one of {VIDEO_POOLING_MODES}, got {video_pooling!r}")
         self.video_feature_dim = video_feature_dim

@@ -9,14 +9,18 @@ the tensors exchanged with the processor and the collator are described in `docs
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin, GPT2Config, GPT2LMHeadModel
 from transformers.modeling_outputs import ModelOutput
 from transformers.models.gpt2.modeling_gpt2 import GPT2Model, GPT2PreTrainedModel
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import can_return_tuple
 
 try:  # package layout (a Hub / save_pretrained folder)
     from .configuration_vgd_gpt2 import (
@@ -118,6 +122,25 @@ def compute_modality_and_turn_ids(input_ids: torch.LongTensor, config: VGDGPT2Co
     return modality_ids, turn_ids
 
 
+def placeholder_region_index(input_ids: torch.LongTensor, video_token_id: int, video_mask: torch.BoolTensor) -> torch.LongTensor:
+    """For every position, the flat index (`frame * regions + region`) of the video region its `<video>` placeholder
+    stands for: the k-th placeholder of a row holds the k-th real region of `video_mask` (frame-major order).
+    0 at text positions. Gathers with fixed shapes, so the forward pass compiles with `fullgraph=True` and exports.
+
+    Args:
+        input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`).
+        video_mask (`torch.BoolTensor` of shape `(batch_size, frames, regions)`): the real regions.
+    Returns:
+        `torch.LongTensor` of shape `(batch_size, sequence_length)`.
+    """
+    is_video = input_ids == video_token_id
+    real_regions = video_mask.flatten(1)
+    # the flat indices of the real regions first, in order: a stable sort on "is padding"
+    real_first = torch.argsort((~real_regions).to(torch.uint8), dim=1, stable=True)
+    rank = (is_video.long().cumsum(dim=-1) - 1).clamp(min=0, max=real_regions.shape[1] - 1)
+    return real_first.gather(1, rank).masked_fill(~is_video, 0)
+
+
 def compute_position_ids(
     input_ids: torch.LongTensor,
     attention_mask: torch.Tensor,
@@ -138,8 +161,8 @@ def compute_position_ids(
     is_text = attention_mask.bool() & ~is_video
     position_ids = (is_text.long().cumsum(dim=-1) - 1).clamp(min=0).masked_fill(~is_text, 0)
     if video_mask is not None:
-        region_index = torch.arange(video_mask.shape[2], device=input_ids.device).expand(video_mask.shape)
-        position_ids = position_ids.masked_scatter(is_video, region_index[video_mask])
+        region = placeholder_region_index(input_ids, video_token_id, video_mask) % video_mask.shape[2]
+        position_ids = torch.where(is_video, region, position_ids)
     return position_ids
 
 
@@ -197,6 +220,30 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
 
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """[`PreTrainedModel.from_pretrained`]; a damaged weights file (e.g. a `model.safetensors` cut off while
+        copying) raises an `OSError` naming the file instead of safetensors' bare header message."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except SafetensorError as error:
+            folder = os.fspath(pretrained_model_name_or_path)
+            broken = []
+            if os.path.isdir(folder):
+                for name in sorted(os.listdir(folder)):
+                    if name.endswith(".safetensors"):
+                        try:
+                            safe_open(os.path.join(folder, name), framework="pt").keys()
+                        except SafetensorError:
+                            broken.append(os.path.join(folder, name))
+            where = ", ".join(broken) if broken else f"the weights of {folder}"
+            raise OSError(
+                f"cannot read {where}: not a complete safetensors file ({error}); it was probably cut off while "
+                "saving, copying or downloading: save or copy the checkpoint again"
+            ) from error
 
     # ------------------------------------------------------------------ building from plain GPT-2
 
@@ -264,41 +311,57 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
 
     # ------------------------------------------------------------------ input checks and embeddings
 
-    def _check_inputs(self, input_ids, attention_mask, video_features, video_mask, mvt_labels, decoding: bool) -> bool:
+    def _check_video_shapes(self, input_ids, video_features, video_mask) -> None:
+        """Raise a ValueError naming the sizes when the video tensors do not fit the config (no device sync)."""
+        config = self.config
+        if video_features is None:
+            return
+        if video_features.ndim != 4:
+            raise ValueError(f"video_features must have shape [batch, frames, regions, dim], got {tuple(video_features.shape)}")
+        if not video_features.is_floating_point():
+            raise ValueError(f"video_features must be a floating-point tensor, got dtype {video_features.dtype}")
+        batch, frames, regions, dim = video_features.shape
+        if dim != config.video_feature_dim:
+            raise ValueError(f"video_features have dim {dim} but config.video_feature_dim is {config.video_feature_dim}")
+        if batch != input_ids.shape[0]:
+            raise ValueError(f"video_features hold {batch} videos for a batch of {input_ids.shape[0]} sequences")
+        if tuple(video_mask.shape) != (batch, frames, regions):
+            raise ValueError(
+                f"video_mask has shape {tuple(video_mask.shape)} but video_features {tuple(video_features.shape)} need "
+                f"[batch, frames, regions] = {[batch, frames, regions]}"
+            )
+        if frames > config.max_video_frames:
+            raise ValueError(f"video_features have {frames} frames but the temporal encoding holds max_video_frames={config.max_video_frames}")
+        if regions > config.max_video_regions:
+            raise ValueError(f"video_features have {regions} regions per frame but max_video_regions={config.max_video_regions}")
+        if config.video_pooling == "spatial" and frames > 1:
+            raise ValueError(f"video_pooling='spatial' expects one time-pooled frame per video, got {frames} frames")
+        if config.video_pooling == "temporal" and regions > 1:
+            raise ValueError(f"video_pooling='temporal' expects one space-pooled region per frame, got {regions} regions")
+
+    def _check_inputs(self, input_ids, attention_mask, position_ids, video_features, video_mask, mvt_labels, decoding: bool) -> bool:
         """Raise a ValueError naming the sizes for every input problem a tensor op would otherwise hit.
 
-        All per-row counts travel to the host in one transfer (one device sync per forward pass). Returns
-        whether every row holds exactly one `<cls>` token (where `mvt_logits` are read)."""
+        All per-row counts travel to the host in one transfer (one device sync per forward pass), so the checks
+        run in eager mode only (a compiled or exported forward skips them). Returns whether every row holds
+        exactly one `<cls>` token (where `mvt_logits` are read)."""
         config = self.config
-        if video_features is not None:
-            if video_features.ndim != 4:
-                raise ValueError(f"video_features must have shape [batch, frames, regions, dim], got {tuple(video_features.shape)}")
-            batch, frames, regions, dim = video_features.shape
-            if dim != config.video_feature_dim:
-                raise ValueError(f"video_features have dim {dim} but config.video_feature_dim is {config.video_feature_dim}")
-            if batch != input_ids.shape[0]:
-                raise ValueError(f"video_features hold {batch} videos for a batch of {input_ids.shape[0]} sequences")
-            if frames > config.max_video_frames:
-                raise ValueError(f"video_features have {frames} frames but the temporal encoding holds max_video_frames={config.max_video_frames}")
-            if regions > config.max_video_regions:
-                raise ValueError(f"video_features have {regions} regions per frame but max_video_regions={config.max_video_regions}")
-            if config.video_pooling == "spatial" and frames > 1:
-                raise ValueError(f"video_pooling='spatial' expects one time-pooled frame per video, got {frames} frames")
-            if config.video_pooling == "temporal" and regions > 1:
-                raise ValueError(f"video_pooling='temporal' expects one space-pooled region per frame, got {regions} regions")
         if input_ids.numel() == 0:
             return False
 
         is_video = input_ids == config.video_token_id
+        zeros = torch.zeros_like(input_ids[:, 0])
+        real = attention_mask.bool() if attention_mask.ndim == 2 else torch.ones_like(input_ids, dtype=torch.bool)
         counts = [
             input_ids.max(dim=-1).values,
             is_video.sum(dim=-1),
-            video_mask.sum(dim=(1, 2)).to(input_ids.device) if video_features is not None else torch.zeros_like(input_ids[:, 0]),
-            (attention_mask.bool() & ~is_video).sum(dim=-1) if not decoding else torch.zeros_like(input_ids[:, 0]),
+            video_mask.sum(dim=(1, 2)).to(input_ids.device) if video_features is not None else zeros,
+            (position_ids.to(input_ids.device) * real).max(dim=-1).values,
+            (real & ~is_video).sum(dim=-1),
             (input_ids == config.usr_token_id).sum(dim=-1),
             (input_ids == config.cls_token_id).sum(dim=-1),
         ]
-        max_id, n_placeholders, n_regions, n_text, n_turns, n_cls = zip(*torch.stack(counts, dim=1).tolist())
+        max_id, n_placeholders, n_regions, max_position, n_text, n_turns, n_cls = zip(*torch.stack(counts, dim=1).tolist())
 
         if max(max_id) >= config.vocab_size:
             raise ValueError(
@@ -313,11 +376,18 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
                 f"examples {bad}: the number of <video> placeholders {[n_placeholders[i] for i in bad]} differs "
                 f"from the number of video regions {[n_regions[i] for i in bad]} (frames x regions of video_mask)"
             )
-        if max(n_text) > config.n_positions:
+        if max(max_position) >= config.n_positions:
+            if decoding:
+                raise ValueError(
+                    f"position {max(max_position)} is beyond the {config.n_positions} positions of the backbone: the text "
+                    "(prompt and generated tokens; the video does not count) has no room left"
+                )
             raise ValueError(
                 f"text of {max(n_text)} tokens exceeds the {config.n_positions} positions of the backbone "
                 "(the video does not count); truncate the history or the caption in the processor"
             )
+        if min(max_position) < 0:
+            raise ValueError(f"position_ids must be >= 0, got {min(max_position)}")
         if max(n_turns) >= config.max_turns:
             raise ValueError(
                 f"a sequence holds {max(n_turns)} turns but the turn encoding holds max_turns={config.max_turns} "
@@ -327,6 +397,20 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
         if mvt_labels is not None and not one_cls_per_row:
             raise ValueError(f"mvt_labels need exactly one <cls> token per sequence, found {list(n_cls)}")
         return one_cls_per_row
+
+    def _check_not_packed(self, input_ids, position_ids) -> None:
+        """Position ids given without an attention mask: reject text positions that restart (packed sequences),
+        which the video-grounded layout cannot tell apart from one dialogue (video regions restart by design)."""
+        is_text = input_ids != self.config.video_token_id
+        text_positions = torch.where(is_text, position_ids, -1)
+        previous_max = F.pad(text_positions.cummax(dim=-1).values[:, :-1], (1, 0), value=-1)
+        restarts = is_text & (position_ids <= previous_max)
+        if restarts.any():
+            row, column = restarts.nonzero()[0].tolist()
+            raise ValueError(
+                f"position_ids restart at row {row}, position {column} without an attention_mask: packed sequences "
+                "(several dialogues in one row) are not supported; pass one dialogue per row with its attention_mask"
+            )
 
     def embed_video(self, video_features: torch.FloatTensor, mvm_mask: torch.BoolTensor | None = None) -> torch.FloatTensor:
         """Eq. 1-2 without the spatial-position term (added by GPT-2's position table).
@@ -359,13 +443,16 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
             self.transformer.wte(input_ids) + self.modality_embeddings(modality_ids) + self.turn_embeddings(turn_ids)
         )
         if video_features is not None:
-            video_embeds = self.embed_video(video_features, mvm_mask)[video_mask].to(inputs_embeds.dtype)
-            placeholders = (input_ids == self.config.video_token_id).unsqueeze(-1)
-            inputs_embeds = inputs_embeds.masked_scatter(placeholders, video_embeds)
+            video_embeds = self.embed_video(video_features, mvm_mask).flatten(1, 2).to(inputs_embeds.dtype)  # [B, F*P, d]
+            region = placeholder_region_index(input_ids, self.config.video_token_id, video_mask)
+            placed = video_embeds.gather(1, region.unsqueeze(-1).expand(-1, -1, video_embeds.shape[-1]))
+            inputs_embeds = torch.where((input_ids == self.config.video_token_id).unsqueeze(-1), placed, inputs_embeds)
         return inputs_embeds
 
     # ------------------------------------------------------------------ forward
 
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -415,21 +502,25 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
             raise ValueError("VGDGPT2ForDialogue takes input_ids (with <video> placeholders), not inputs_embeds")
         if input_ids is None:
             raise ValueError("input_ids are required")
-        cache = kwargs.pop("past_key_values", cache)
-        decoding = cache is not None and cache.get_seq_length() > 0
+        # The checks move per-row counts to the host: eager mode only (compiled / exported graphs skip them).
+        checking = not (torch.compiler.is_compiling() or torch.compiler.is_exporting())
+        decoding = checking and cache is not None and cache.get_seq_length() > 0
         if attention_mask is None:
+            if checking and position_ids is not None:
+                self._check_not_packed(input_ids, position_ids)
             # Always pass a mask: position ids that restart (video regions, then text) would otherwise be
             # read as packed sequences by the mask builder.
-            past_length = cache.get_seq_length() if decoding else 0
+            past_length = cache.get_seq_length() if cache is not None else 0
             attention_mask = torch.ones(input_ids.shape[0], past_length + input_ids.shape[1], dtype=torch.long, device=input_ids.device)
         if video_features is not None:
             if video_features.ndim == 3:
                 video_features = video_features.unsqueeze(2)
-                video_mask = video_mask.unsqueeze(2) if video_mask is not None else None
+                video_mask = video_mask.unsqueeze(2) if video_mask is not None and video_mask.ndim == 2 else video_mask
             if video_mask is None:
                 video_mask = torch.ones(video_features.shape[:3], dtype=torch.bool, device=video_features.device)
             video_mask = video_mask.bool()
-        one_cls_per_row = self._check_inputs(input_ids, attention_mask, video_features, video_mask, mvt_labels, decoding)
+        if checking:
+            self._check_video_shapes(input_ids, video_features, video_mask)
 
         if modality_ids is None or turn_ids is None:
             derived_modality_ids, derived_turn_ids = compute_modality_and_turn_ids(input_ids, self.config)
@@ -438,7 +529,16 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
         if position_ids is None:
             if decoding:
                 raise ValueError("position_ids are required when decoding with a cache (generate() provides them)")
-            position_ids = compute_position_ids(input_ids, attention_mask, self.config.video_token_id, video_mask)
+            if attention_mask.ndim == 4:
+                # a 4-D mask [batch, 1, query, key] without a cache: a token is real when it may attend to itself
+                padding_mask = attention_mask[:, 0].diagonal(dim1=-2, dim2=-1)
+                padding_mask = padding_mask if padding_mask.dtype == torch.bool else padding_mask == 0
+            else:
+                padding_mask = attention_mask
+            position_ids = compute_position_ids(input_ids, padding_mask, self.config.video_token_id, video_mask)
+        one_cls_per_row = mvt_labels is not None
+        if checking:
+            one_cls_per_row = self._check_inputs(input_ids, attention_mask, position_ids, video_features, video_mask, mvt_labels, decoding)
         if mvm_mask is not None:
             if video_features is None:
                 raise ValueError("mvm_mask was given without video_features")
@@ -451,6 +551,7 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
             position_ids=position_ids,
             cache=cache,
             use_cache=use_cache,
+            return_dict=True,
             **kwargs,
         )
         hidden_states = transformer_outputs.last_hidden_state
@@ -472,14 +573,17 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
         if mvm_mask is not None:
             # mvm_mask in (frame, region) order -> the placeholder positions of the masked regions.
             placeholders = input_ids == self.config.video_token_id
-            masked_positions = torch.zeros_like(placeholders).masked_scatter(placeholders, mvm_mask[video_mask])
+            region = placeholder_region_index(input_ids, self.config.video_token_id, video_mask)
+            masked_positions = placeholders & mvm_mask.flatten(1).gather(1, region)
             predicted = self.mvm_head(hidden_states[masked_positions]).float()
             target = video_features[mvm_mask].float()
             mvm_loss = F.l1_loss(predicted, target, reduction="sum") / max(target.numel(), 1)
 
         mvt_logits = None
         if one_cls_per_row and not decoding:
-            mvt_logits = self.mvt_head(hidden_states[input_ids == self.config.cls_token_id]).squeeze(-1)
+            cls_position = (input_ids == self.config.cls_token_id).int().argmax(dim=-1)
+            cls_hidden = hidden_states.gather(1, cls_position[:, None, None].expand(-1, 1, hidden_states.shape[-1]))
+            mvt_logits = self.mvt_head(cls_hidden[:, 0]).squeeze(-1)
         mvt_loss = None
         if mvt_labels is not None:
             mvt_loss = F.binary_cross_entropy_with_logits(mvt_logits.float(), mvt_labels.float())
@@ -583,60 +687,96 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
 
     # ------------------------------------------------------------------ generation
 
-    def generate(self, inputs=None, *args, **kwargs):
-        """[`GenerationMixin.generate`] with the prompt's modality and turn ids fixed up front, so every
-        generated token carries the "sys" modality and the turn of the question, whatever token it is."""
+    def generate(self, inputs=None, generation_config=None, *args, **kwargs):
+        """[`GenerationMixin.generate`], after checking that the prompt leaves room in GPT-2's positions for the
+        requested new tokens (the video does not use positions; the text does)."""
+        if kwargs.get("inputs_embeds") is not None:
+            raise ValueError(
+                "VGDGPT2ForDialogue.generate takes input_ids (with <video> placeholders) and video_features, "
+                "not inputs_embeds"
+            )
         input_ids = kwargs.get("input_ids", inputs)
-        if input_ids is not None and (kwargs.get("modality_ids") is None or kwargs.get("turn_ids") is None):
-            modality_ids, turn_ids = compute_modality_and_turn_ids(input_ids, self.config)
-            kwargs["modality_ids"] = modality_ids if kwargs.get("modality_ids") is None else kwargs["modality_ids"]
-            kwargs["turn_ids"] = turn_ids if kwargs.get("turn_ids") is None else kwargs["turn_ids"]
-        return super().generate(inputs, *args, **kwargs)
+        if input_ids is not None and input_ids.numel() > 0:
+            self._check_room_to_generate(input_ids, kwargs.get("attention_mask"), generation_config, kwargs)
+        return super().generate(inputs, generation_config, *args, **kwargs)
 
-    def prepare_inputs_for_generation(self, input_ids, cache=None, attention_mask=None, inputs_embeds=None, **kwargs):
+    def _check_room_to_generate(self, input_ids, attention_mask, generation_config, kwargs) -> None:
+        generation_config = generation_config if generation_config is not None else self.generation_config
+        max_new_tokens = kwargs.get("max_new_tokens", generation_config.max_new_tokens)
+        if max_new_tokens is None:
+            max_length = kwargs.get("max_length", generation_config.max_length)
+            max_new_tokens = max(max_length - input_ids.shape[1], 0) if max_length is not None else 0
+        is_text = input_ids != self.config.video_token_id
+        if attention_mask is not None and attention_mask.ndim == 2:
+            is_text = is_text & attention_mask.bool()
+        text_length = int(is_text.sum(dim=-1).max())
+        positions = self.config.n_positions
+        if text_length >= positions:
+            raise ValueError(
+                f"the prompt's text fills all {positions} positions of the backbone ({text_length} text tokens; the "
+                "video does not count): there is no room to generate. Truncate the prompt, e.g. "
+                "processor(..., max_new_tokens=N) keeps N positions free."
+            )
+        if text_length + max_new_tokens > positions:
+            raise ValueError(
+                f"the prompt holds {text_length} text tokens, so only {positions - text_length} of the requested "
+                f"max_new_tokens={max_new_tokens} fit in the {positions} positions of the backbone; ask for fewer "
+                "new tokens or truncate the prompt (processor(..., max_new_tokens=N) keeps N positions free)"
+            )
+
+    def prepare_inputs_for_generation(
+        self, input_ids, next_sequence_length=None, cache=None, attention_mask=None, inputs_embeds=None, is_first_iteration=False, **kwargs
+    ):
         """Feed the new tokens with their modality, turn and position, and the video only at the first step.
 
-        `input_ids` and `attention_mask` hold the whole sequence so far; modality, turn and position ids are
-        computed for it (given `modality_ids` / `turn_ids` are extended with their last value, so generated
-        tokens carry the "sys" modality and the current turn) and sliced to the tokens fed now.
+        `input_ids` and `attention_mask` hold the whole sequence so far. Modality and turn ids are derived from its
+        marker tokens (`compute_modality_and_turn_ids`: a generated answer is "sys" of the question's turn), given
+        `modality_ids` / `turn_ids` taking precedence where they reach; so one-shot generation and generation
+        continued from a returned cache see the same ids. Position ids come from `compute_position_ids`; with a
+        static cache the base class turns the 2-D mask into the 4-D one.
         """
         kwargs.pop("position_ids", None)  # ours differ from generate()'s cumulative-sum positions
-        modality_ids = kwargs.pop("modality_ids", None)
-        turn_ids = kwargs.pop("turn_ids", None)
-        model_inputs = super().prepare_inputs_for_generation(
-            input_ids, cache=cache, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
-        )
-        model_inputs.pop("inputs_embeds", None)
-        new_length = model_inputs["input_ids"].shape[1]
-        full_length = input_ids.shape[1]
+        given_modality_ids = kwargs.pop("modality_ids", None)
+        given_turn_ids = kwargs.pop("turn_ids", None)
         if attention_mask is None:  # generate() drops an all-ones mask
             attention_mask = torch.ones_like(input_ids)
-            model_inputs["attention_mask"] = attention_mask
         decoding = cache is not None and cache.get_seq_length() > 0
-        if decoding:
-            model_inputs.pop("video_features", None)
-            model_inputs.pop("video_mask", None)
-
-        derived_modality_ids, derived_turn_ids = compute_modality_and_turn_ids(input_ids, self.config)
-        model_inputs["modality_ids"] = _extend_with_last(modality_ids, full_length, derived_modality_ids)[:, -new_length:]
-        model_inputs["turn_ids"] = _extend_with_last(turn_ids, full_length, derived_turn_ids)[:, -new_length:]
-        video_mask = None if decoding else kwargs.get("video_mask")
-        if not decoding and kwargs.get("video_features") is not None and video_mask is None:
+        if decoding:  # the video is in the cache
+            kwargs.pop("video_features", None)
+            kwargs.pop("video_mask", None)
+        video_mask = kwargs.get("video_mask")
+        if kwargs.get("video_features") is not None and video_mask is None:
             video_mask = torch.ones(kwargs["video_features"].shape[:3], dtype=torch.bool, device=input_ids.device)
         if video_mask is not None and video_mask.ndim == 2:
             video_mask = video_mask.unsqueeze(2)
         position_ids = compute_position_ids(input_ids, attention_mask, self.config.video_token_id, video_mask)
-        model_inputs["position_ids"] = position_ids[:, -new_length:]
+
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids,
+            next_sequence_length=next_sequence_length,
+            cache=cache,
+            attention_mask=attention_mask,
+            inputs_embeds=None,
+            is_first_iteration=is_first_iteration,
+            position_ids=position_ids,
+            **kwargs,
+        )
+        model_inputs.pop("inputs_embeds", None)
+        new_length = model_inputs["input_ids"].shape[1]
+        modality_ids, turn_ids = compute_modality_and_turn_ids(input_ids, self.config)
+        # contiguous, as the base class makes its inputs: a compiled forward would recompile for every new stride
+        model_inputs["modality_ids"] = _with_given_prefix(given_modality_ids, modality_ids)[:, -new_length:].contiguous()
+        model_inputs["turn_ids"] = _with_given_prefix(given_turn_ids, turn_ids)[:, -new_length:].contiguous()
         return model_inputs
 
 
-def _extend_with_last(ids: torch.LongTensor | None, length: int, default: torch.LongTensor) -> torch.LongTensor:
-    """`ids` [B, L0] repeated at its last column up to `length`; `default` when `ids` is None."""
-    if ids is None:
-        return default
-    if ids.shape[1] >= length:
-        return ids[:, :length]
-    return torch.cat([ids, ids[:, -1:].expand(-1, length - ids.shape[1])], dim=1)
+def _with_given_prefix(given: torch.LongTensor | None, derived: torch.LongTensor) -> torch.LongTensor:
+    """`derived` [B, L] with its first columns replaced by `given` [B, L0] (when given)."""
+    if given is None:
+        return derived
+    if given.shape[1] >= derived.shape[1]:
+        return given[:, : derived.shape[1]]
+    return torch.cat([given, derived[:, given.shape[1] :]], dim=1)
 
 
 VGDGPT2Config.register_for_auto_class()
@@ -645,4 +785,11 @@ AutoConfig.register("vgd_gpt2", VGDGPT2Config, exist_ok=True)
 AutoModel.register(VGDGPT2Config, VGDGPT2ForDialogue, exist_ok=True)
 AutoModelForCausalLM.register(VGDGPT2Config, VGDGPT2ForDialogue, exist_ok=True)
 
-__all__ = ["VGDGPT2ForDialogue", "VGDGPT2Output", "VGDGPT2PreTrainedModel", "compute_modality_and_turn_ids", "compute_position_ids"]
+__all__ = [
+    "VGDGPT2ForDialogue",
+    "VGDGPT2Output",
+    "VGDGPT2PreTrainedModel",
+    "compute_modality_and_turn_ids",
+    "compute_position_ids",
+    "placeholder_region_index",
+]

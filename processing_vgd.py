@@ -159,6 +159,13 @@ class VGDProcessor(ProcessorMixin):
                     "VGDProcessor.from_gpt2_pretrained(...) which adds the special tokens of docs/design.md"
                 )
             token_ids[token] = token_id
+        if tokenizer.vocab_size < 256:  # a byte-level BPE holds at least the 256 bytes
+            raise ValueError(
+                f"the tokenizer loaded from {tokenizer.name_or_path!r} has a vocabulary of {tokenizer.vocab_size} "
+                "tokens (plus the special tokens): its vocabulary files (tokenizer.json, or vocab.json and merges.txt) "
+                "are missing or empty. A GPT-2 tokenizer has at least 256; save the processor again with "
+                "processor.save_pretrained(folder)"
+            )
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no eos token (GPT-2's <|endoftext|>)")
         if max_text_length is None:
@@ -299,6 +306,7 @@ class VGDProcessor(ProcessorMixin):
         answer: str | Sequence[str] | None = None,
         return_tensors: str | None = None,
         padding_side: str = "left",
+        max_new_tokens: int | None = None,
     ) -> BatchFeature:
         r"""
         Build the model inputs of one example or of a batch.
@@ -321,6 +329,9 @@ class VGDProcessor(ProcessorMixin):
                 `video_features` `[F, P, D]` float32, `video_mask` `[F, P]` bool), for a batch a dict of lists of
                 those. Otherwise a padded batch (see below).
             padding_side (`"left"` or `"right"`, defaults to `"left"` for generation).
+            max_new_tokens (`int`, *optional*): for a generation prompt (no `answer`), keep this many text positions
+                free for the generated tokens (the prompt is truncated as described above to
+                `max_text_length - max_new_tokens`), so that `model.generate(..., max_new_tokens=...)` has room.
 
         Returns:
             [`BatchFeature`]; batched: `input_ids`, `attention_mask`, `modality_ids`, `turn_ids` `[B, L]` (pads:
@@ -332,7 +343,10 @@ class VGDProcessor(ProcessorMixin):
         videos, captions, histories, questions, answers = self._normalize_inputs(
             video_features, caption, history, question, answer, single
         )
-        examples = self._encode(videos, captions, histories, questions, answers)
+        if max_new_tokens is not None and (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0):
+            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        reserved = max_new_tokens if answer is None and max_new_tokens is not None else 0
+        examples = self._encode(videos, captions, histories, questions, answers, reserved_positions=reserved)
         if return_tensors is None:
             if single:
                 return BatchFeature(examples[0])
@@ -559,7 +573,7 @@ class VGDProcessor(ProcessorMixin):
             return [encoding.ids for encoding in encode(texts, add_special_tokens=False)]
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
 
-    def _encode(self, videos, captions, histories, questions, answers) -> list[dict[str, np.ndarray]]:
+    def _encode(self, videos, captions, histories, questions, answers, reserved_positions: int = 0) -> list[dict[str, np.ndarray]]:
         texts = []
         for b in range(len(questions)):
             texts.append(captions[b] or "")
@@ -587,10 +601,10 @@ class VGDProcessor(ProcessorMixin):
                 answer_ids = token_ids[position]
                 position += 1
             video = self.feature_extractor.process_video(videos[b], b)
-            examples.append(self._assemble(b, video, caption_ids, history_ids, question_ids, answer_ids))
+            examples.append(self._assemble(b, video, caption_ids, history_ids, question_ids, answer_ids, reserved_positions))
         return examples
 
-    def _assemble(self, index, video, caption_ids, history_ids, question_ids, answer_ids) -> dict[str, np.ndarray]:
+    def _assemble(self, index, video, caption_ids, history_ids, question_ids, answer_ids, reserved_positions=0) -> dict[str, np.ndarray]:
         """Truncate one tokenised example to the limits and lay out its sequence (see the class docstring)."""
         stats = self.truncation_stats
         stats.examples += 1
@@ -605,12 +619,14 @@ class VGDProcessor(ProcessorMixin):
             history_ids = history_ids[len(history_ids) - keep :]
             truncated = True
 
-        budget = self.max_text_length - (1 if answer_ids is not None else 0)  # one position for the collator's <cls>
+        # one position for the collator's <cls>; a generation prompt keeps `reserved_positions` for the new tokens
+        budget = self.max_text_length - (1 if answer_ids is not None else reserved_positions)
         fixed = 1 + 1 + len(question_ids) + 1  # <cap>, <usr> question, <sys>
         if fixed > budget:
+            reserved = f", {reserved_positions} kept for max_new_tokens" if reserved_positions else ""
             raise ValueError(
                 f"example {index}: the question has {len(question_ids)} tokens; with <cap>, <usr> and <sys> it needs "
-                f"{fixed} text positions but max_text_length={self.max_text_length} leaves {budget} "
+                f"{fixed} text positions but max_text_length={self.max_text_length} leaves {budget}{reserved} "
                 "(the question is never truncated)"
             )
         eos = [self.eos_token_id]

@@ -27,7 +27,7 @@ import transformers
 from transformers import AutoConfig, HfArgumentParser, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from avsd_dataset.features import VideoFeatureStore, parse_feature_streams
+from avsd_dataset.features import VideoFeatureStore, VideoFeatureValidationError, parse_feature_streams
 from modeling_vgd_gpt2 import VGDGPT2ForDialogue
 from processing_vgd import DataCollatorForVGD, VGDProcessor
 from trainer_vgd import DialogueTurnDataset, VGDTrainer, VGDTrainingArguments, avsd_caption_metrics
@@ -207,7 +207,7 @@ def load_splits(data_args: DataArguments):
 
 
 def feature_stores(data_args: DataArguments, splits, names: list[str]) -> dict[str, VideoFeatureStore]:
-    """One feature store per split, every needed file checked up front (headers only), so a long run never
+    """One feature store per split, every needed file checked up front (headers, dtypes, values), so a long run never
     dies on a missing or malformed file. With --skip_missing_features the turns of videos without features
     are dropped (and counted) instead."""
     streams = parse_feature_streams(data_args.feature_streams)
@@ -216,12 +216,13 @@ def feature_stores(data_args: DataArguments, splits, names: list[str]) -> dict[s
     for name in names:
         store = VideoFeatureStore(root, streams=streams, split=name, skip_missing_features=data_args.skip_missing_features)
         ids = sorted(set(splits[name]["image_id"]))
-        if data_args.skip_missing_features:
-            missing = {problem.image_id for problem in store.check(ids)}
-            if missing:
-                logger.warning("%s: dropping the turns of %d videos whose features are missing or unreadable", name, len(missing))
-                splits[name] = splits[name].filter(lambda image_id: image_id not in missing, input_columns="image_id")
-        store.validate(ids)
+        problems = store.check(ids)  # one pass: headers, dtypes and values
+        if problems and not data_args.skip_missing_features:
+            raise VideoFeatureValidationError(problems, len(ids), root)
+        missing = {problem.image_id for problem in problems}
+        if missing:
+            logger.warning("%s: dropping the turns of %d videos whose features are missing or unreadable", name, len(missing))
+            splits[name] = splits[name].filter(lambda image_id: image_id not in missing, input_columns="image_id")
         stores[name] = store
     return stores
 

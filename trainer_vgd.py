@@ -128,10 +128,12 @@ class DialogueTurnDataset(Dataset):
 
 
 class GenerationCollator:
-    """Batches raw inputs with the processor (left padding, no answer) for `generate()`."""
+    """Batches raw inputs with the processor (left padding, no answer) for `generate()`, keeping
+    `max_new_tokens` text positions free in every prompt for the generated tokens."""
 
-    def __init__(self, processor):
+    def __init__(self, processor, max_new_tokens: int | None = None):
         self.processor = processor
+        self.max_new_tokens = max_new_tokens
 
     def __call__(self, items: list[dict]):
         return self.processor(
@@ -140,6 +142,7 @@ class GenerationCollator:
             history=[item["history"] for item in items],
             question=[item["question"] for item in items],
             return_tensors="pt",
+            max_new_tokens=self.max_new_tokens,
         )
 
 
@@ -290,7 +293,7 @@ class VGDTrainer(Trainer):
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         model.eval()
-        collator = GenerationCollator(self.processing_class)
+        collator = GenerationCollator(self.processing_class, max_new_tokens=self.args.generation_max_new_tokens)
         loader = DataLoader(
             mine,
             batch_size=None,

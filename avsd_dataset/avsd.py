@@ -205,6 +205,7 @@ def load_avsd_dialogues(
         raise AVSDFormatError(f"{path}: key 'dialogs' must be a list, got {type(data['dialogs']).__name__}.")
 
     dialogues = []
+    empty_texts = {"question": [], "answer": []}  # where each empty (or blank) question / answer is
     for index, dialogue in enumerate(data["dialogs"]):
         where = f"{path}: dialogue {index}"
         if not isinstance(dialogue, dict):
@@ -238,8 +239,17 @@ def load_avsd_dialogues(
                     "(is this a test file given as train / validation?)"
                 )
                 raise AVSDFormatError(f"{turn_where}: key 'answer' is '{UNDISCLOSED}': {allowed}.")
+            for key, text in (("question", question), ("answer", answer)):
+                if not text.strip():
+                    empty_texts[key].append(f"dialogue {index} (image_id '{image_id}') turn {turn_index}")
             turns.append({"question": question, "answer": answer})
         dialogues.append({"image_id": image_id, "caption": caption, "summary": summary, "dialog": turns})
+    for key, places in empty_texts.items():
+        if places:
+            logger.warning(
+                "%s: %d empty %ss (kept as empty text), e.g. %s",
+                path, len(places), key, "; ".join(places[:3]),
+            )
     return dialogues
 
 

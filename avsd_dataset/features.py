@@ -49,6 +49,7 @@ UNREADABLE = "unreadable"
 BAD_SHAPE = "bad_shape"
 DIM_MISMATCH = "dim_mismatch"
 INVALID_ID = "invalid_id"
+BAD_VALUES = "bad_values"
 
 
 class VideoFeatureError(Exception):
@@ -97,7 +98,7 @@ class FeatureProblem(NamedTuple):
     image_id: str
     stream: str
     path: str
-    kind: str  # one of "missing", "unreadable", "bad_shape", "dim_mismatch", "invalid_id"
+    kind: str  # one of "missing", "unreadable", "bad_shape", "bad_values", "dim_mismatch", "invalid_id"
     message: str
 
     def __str__(self) -> str:
@@ -192,6 +193,28 @@ def _shape_problem(shape: tuple[int, ...]) -> Optional[str]:
     return None
 
 
+def _dtype_problem(dtype: np.dtype) -> Optional[str]:
+    """Why features of this dtype cannot be used (anything but floating point: str, bool, complex, int), or `None`."""
+    if dtype.kind != "f":
+        return f"expected floating-point features, got dtype {dtype}"
+    return None
+
+
+def _values_problem(array: np.ndarray, chunk_rows: int = 4096) -> Optional[str]:
+    """Why the values of a (memory-mapped) float feature array cannot be used (NaN or infinite), or `None`.
+    Reads the array once, `chunk_rows` frames at a time."""
+    count, first_frame = 0, None
+    for start in range(0, array.shape[0], chunk_rows):
+        finite = np.isfinite(array[start : start + chunk_rows])
+        if not finite.all():
+            count += int(finite.size - np.count_nonzero(finite))
+            if first_frame is None:
+                first_frame = start + int(np.argwhere(~finite)[0][0])
+    if count:
+        return f"{count} non-finite values (NaN or inf), the first in frame {first_frame}"
+    return None
+
+
 class VideoFeatureStore:
     """Read-only, memory-mapped access to per-video feature files.
 
@@ -278,7 +301,7 @@ class VideoFeatureStore:
             raise UnreadableVideoFeatureError(image_id, stream, path, str(error) or type(error).__name__) from None
         if not isinstance(array, np.ndarray):  # e.g. an .npz archive saved under a .npy name
             raise UnreadableVideoFeatureError(image_id, stream, path, f"not a .npy array (got {type(array).__name__})")
-        problem = _shape_problem(tuple(array.shape))
+        problem = _shape_problem(tuple(array.shape)) or _dtype_problem(array.dtype)
         if problem is not None:
             raise UnreadableVideoFeatureError(image_id, stream, path, problem)
         return array
@@ -378,17 +401,21 @@ class VideoFeatureStore:
         image_ids: Iterable[str],
         expected_dims: Optional[dict[str, int]] = None,
         show_progress: Optional[bool] = None,
+        check_values: bool = True,
     ) -> list[FeatureProblem]:
-        """Check, from the `.npy` headers only, that every video has a usable file in every stream.
+        """Check that every video has a usable file in every stream.
 
-        A file is usable when it exists, is a complete `.npy` array of numbers, is 2-D (`[frames, dim]`) or 3-D
-        (`[frames, regions, dim]`) and non-empty, and its last dimension matches the stream's: `expected_dims[stream]`
-        when given, otherwise the most common last dimension among the checked videos.
+        A file is usable when it exists, is a complete `.npy` array of floating-point numbers, is 2-D
+        (`[frames, dim]`) or 3-D (`[frames, regions, dim]`) and non-empty, holds no NaN or infinite value, and its
+        last dimension matches the stream's: `expected_dims[stream]` when given, otherwise the most common last
+        dimension among the checked videos. Everything but the values comes from the `.npy` header; the values are
+        read once (memory-mapped) unless `check_values=False`.
 
         Args:
             image_ids (iterable of `str`): the videos to check (duplicates are checked once).
             expected_dims (`dict[str, int]`, *optional*): the required feature dimension per stream.
             show_progress (`bool`, *optional*): show a progress bar; by default only for more than 1,000 videos.
+            check_values (`bool`, defaults to `True`): also read the values and report NaN / infinite ones.
 
         Returns:
             `list[FeatureProblem]`: every problem found, in video order then stream order (empty when all is well).
@@ -419,7 +446,7 @@ class VideoFeatureStore:
                     problems.append(FeatureProblem(image_id, stream, "", INVALID_ID, str(error)))
                     continue
                 try:
-                    shape, _ = read_npy_header(path)
+                    shape, dtype = read_npy_header(path)
                 except FileNotFoundError:
                     problems.append(FeatureProblem(image_id, stream, path, MISSING, "file not found"))
                     continue
@@ -429,6 +456,16 @@ class VideoFeatureStore:
                 shape_problem = _shape_problem(shape)
                 if shape_problem is not None:
                     problems.append(FeatureProblem(image_id, stream, path, BAD_SHAPE, shape_problem))
+                    continue
+                values_problem = _dtype_problem(dtype)
+                if values_problem is None and check_values:
+                    try:
+                        values_problem = _values_problem(np.load(path, mmap_mode="r", allow_pickle=False))
+                    except (OSError, ValueError) as error:
+                        problems.append(FeatureProblem(image_id, stream, path, UNREADABLE, str(error)))
+                        continue
+                if values_problem is not None:
+                    problems.append(FeatureProblem(image_id, stream, path, BAD_VALUES, values_problem))
                     continue
                 dims_seen[stream].append((image_id, path, shape[-1]))
 
@@ -458,10 +495,12 @@ class VideoFeatureStore:
         expected_dims: Optional[dict[str, int]] = None,
         max_listed: int = 20,
         show_progress: Optional[bool] = None,
+        check_values: bool = True,
     ) -> dict[str, int]:
         """Check every video up front (see [`~VideoFeatureStore.check`]) and raise one error listing ALL problems.
 
-        Reads only the `.npy` headers, so it runs over the ~11k AVSD videos in about a second.
+        With `check_values=False` it reads only the `.npy` headers (the ~11k AVSD videos in about a second);
+        by default it also reads every value once to find NaN / infinite ones.
 
         Returns:
             `dict[str, int]`: the feature dimension of each stream.
@@ -471,7 +510,7 @@ class VideoFeatureStore:
             total count, and all of them in its `problems` attribute.
         """
         unique_ids = list(dict.fromkeys(image_ids))
-        problems = self.check(unique_ids, expected_dims=expected_dims, show_progress=show_progress)
+        problems = self.check(unique_ids, expected_dims=expected_dims, show_progress=show_progress, check_values=check_values)
         if problems:
             raise VideoFeatureValidationError(problems, len(unique_ids), self.feature_root, max_listed=max_listed)
         if not unique_ids:

@@ -285,6 +285,11 @@ def _load_json(path_or_data: Union[str, "os.PathLike[str]", Mapping[str, Any]], 
             return json.load(json_file)
         except json.JSONDecodeError as error:
             raise ValueError(f"The {what} {os.fspath(path_or_data)!r} is not valid JSON: {error}") from error
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"The {what} {os.fspath(path_or_data)!r} is not UTF-8 text (byte {error.object[error.start:error.start + 1]!r} "
+                f"at offset {error.start}); save it as UTF-8 JSON"
+            ) from error
 
 
 def load_dstc7_results(result_json: Union[str, "os.PathLike[str]", Mapping[str, Any]]) -> List[Dict[str, Any]]:
@@ -299,9 +304,12 @@ def load_dstc7_results(result_json: Union[str, "os.PathLike[str]", Mapping[str, 
         `List[dict]`: one entry per dialogue, in file order, with `id` (`"<image_id>_<turn>"`), `image_id`,
         `turn` (0-based index of the last turn) and `answer`.
 
+    An empty answer (what `run_vgd.py` writes when the model generates nothing) is kept: it is scored as an
+    empty hypothesis, as the official package does.
+
     Raises:
-        ValueError: for a file that is not in the official format, or a scored answer that is missing,
-            empty or still `__UNDISCLOSED__`.
+        ValueError: for a file that is not in the official format, or a scored answer that is missing or
+            still `__UNDISCLOSED__`.
     """
     data = _load_json(result_json, "result file")
     dialogs = data.get("dialogs") if isinstance(data, Mapping) else None
@@ -327,8 +335,6 @@ def load_dstc7_results(result_json: Union[str, "os.PathLike[str]", Mapping[str, 
                 f"Dialogue {index} ({turn_id}) of the result file still has the answer {UNDISCLOSED_ANSWER!r}: "
                 "fill in the generated answers of the last turns (e.g. with `run_vgd.py --do_predict`) before scoring."
             )
-        if answer.strip() == "":
-            raise ValueError(f"Dialogue {index} ({turn_id}) of the result file has an empty answer in its last turn.")
         turns.append({"id": turn_id, "image_id": str(image_id), "turn": turn, "answer": answer})
     return turns
 
@@ -354,8 +360,19 @@ def load_references(reference_json: Union[str, "os.PathLike[str]", Mapping[str, 
     annotations = data.get("annotations") if isinstance(data, Mapping) else None
     if not isinstance(images, list) or not isinstance(annotations, list):
         raise ValueError("Not a COCO-format reference file: expected a JSON object with 'images' and 'annotations' lists.")
+    where = "the reference file" if isinstance(reference_json, Mapping) else f"the reference file {os.fspath(reference_json)!r}"
+    for index, image in enumerate(images):
+        if not isinstance(image, Mapping) or "id" not in image or not isinstance(image.get("name"), str):
+            raise ValueError(f"Image {index} of {where} needs an 'id' and a 'name' string (\"<image_id>_<turn>\"), got {image!r}.")
     captions_by_image: Dict[Any, List[str]] = {image["id"]: [] for image in images}
-    for annotation in annotations:
+    for index, annotation in enumerate(annotations):
+        if not isinstance(annotation, Mapping) or "image_id" not in annotation:
+            raise ValueError(f"Annotation {index} of {where} has no 'image_id': {annotation!r}.")
+        if not isinstance(annotation.get("caption"), str):
+            raise ValueError(
+                f"Annotation {index} of {where} (image_id {annotation['image_id']!r}) needs a 'caption' string, "
+                f"got {annotation!r}."
+            )
         if annotation["image_id"] not in captions_by_image:
             raise ValueError(f"Reference annotation {annotation!r} points to an image id absent from 'images'.")
         captions_by_image[annotation["image_id"]].append(annotation["caption"])
@@ -426,9 +443,13 @@ def prepare_dstc7_inputs(
     if stopwords is not None:
         stopword_filter = StopwordFilter(stopwords)
         hypotheses = [stopword_filter(hypothesis) for hypothesis in hypotheses]
-    num_emptied = sum(1 for hypothesis in hypotheses if hypothesis == "")
-    if num_emptied:
-        logger.warning(f"{num_emptied} answers are empty after the stopword filter; they are scored as empty.")
+    num_empty = sum(1 for result in results if result["answer"].strip() == "")
+    num_emptied = sum(1 for hypothesis in hypotheses if hypothesis.strip() == "") - num_empty
+    if num_empty or num_emptied:
+        logger.warning(
+            f"{num_empty} answers of the result file are empty and {num_emptied} more are empty after the stopword "
+            "filter; they are scored as empty, as the official package does."
+        )
     return hypotheses, [reference["references"] for reference in references]
 
 
@@ -490,11 +511,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     print(format_scores(scores))
     if args.output_json is not None:
-        output_dir = os.path.dirname(os.path.abspath(args.output_json))
-        os.makedirs(output_dir, exist_ok=True)
-        with open(args.output_json, "w", encoding="utf-8") as output_file:
-            json.dump(scores, output_file, indent=2)
-            output_file.write("\n")
+        try:
+            output_dir = os.path.dirname(os.path.abspath(args.output_json))
+            os.makedirs(output_dir, exist_ok=True)
+            with open(args.output_json, "w", encoding="utf-8") as output_file:
+                json.dump(scores, output_file, indent=2)
+                output_file.write("\n")
+        except OSError as error:
+            print(
+                f"error: cannot write the scores to --output_json {args.output_json!r} ({error.strerror or error}); "
+                "the scores are printed above",
+                file=sys.stderr,
+            )
+            return 1
         logger.info(f"Wrote the scores to {args.output_json}.")
     return 0
 

@@ -27,6 +27,8 @@ median of each side is kept (wall time; the process CPU time is reported next to
    do the same work) after AVSD-like prefixes (F x P video tokens + ~100 text tokens, left padded), with the KV
    cache vs `use_cache=False` (every step re-projects the video and re-runs the whole prefix, as the reference
    code's decoding loop does). The cached rate also gives the projected time to decode the 1,710-dialogue test set.
+   With `--static_cache` (default on CUDA) the same cached workload also runs with a static KV cache, eager and
+   with the forward compiled (`fullgraph=True`), against the dynamic cache (ratios, compile time apart).
 3. Data path: examples/s of `VideoFeatureStore` + `VGDProcessor.process_example` + `DataCollatorForVGD`, batch by
    batch in one process (as one DataLoader worker), on AVSD-shaped random features (i3d_rgb / i3d_flow [T, 2048],
    vggish [T', 128]) written to a temporary folder, warm page cache. benchmarks/bench_data_path.py has the
@@ -54,6 +56,7 @@ its slowest thread, so a preempted thread stalls whichever model happens to be r
 
     python benchmarks/bench_vgd.py                                     # CPU, about a minute on 2 cores
     python benchmarks/bench_vgd.py --compile                           # + torch.compile (a few minutes more)
+    python benchmarks/bench_vgd.py --skip train data scoring padding --static_cache   # static vs dynamic KV cache
     python benchmarks/bench_vgd.py --device cuda --output_json r.json  # gpt2-small, bf16, eager + compiled
 
 `--output_json PATH` writes `train_tokens_per_s_ratio` (VGD / plain, eager), `peak_memory_ratio` (VGD / plain,
@@ -107,7 +110,7 @@ PRESETS = {
         batch_size=4, video_frames=16, video_regions=8, text_length=128,
         warmup_steps=1, train_steps=8, compile=False, dtype="float32",
         gen_prompts=8, gen_batch_size=8, gen_video_frames=16, gen_video_regions=8, gen_text_length=100,
-        num_beams=5, new_tokens=20, gen_cached_repeats=2,
+        num_beams=5, new_tokens=20, gen_cached_repeats=2, gen_static_cache=False,
         data_videos=16, data_examples=128, data_batch_size=16, data_max_video_frames=64,
         scoring_responses=AVSD_TEST_DIALOGUES, padding_dialogues=7659, padding_batch_size=16,
     ),
@@ -116,7 +119,7 @@ PRESETS = {
         batch_size=16, video_frames=96, video_regions=8, text_length=256,
         warmup_steps=3, train_steps=10, compile=True, dtype="bfloat16",
         gen_prompts=256, gen_batch_size=64, gen_video_frames=32, gen_video_regions=8, gen_text_length=200,
-        num_beams=5, new_tokens=20, gen_cached_repeats=2,
+        num_beams=5, new_tokens=20, gen_cached_repeats=2, gen_static_cache=True,
         data_videos=32, data_examples=256, data_batch_size=16, data_max_video_frames=64,
         scoring_responses=AVSD_TEST_DIALOGUES, padding_dialogues=7659, padding_batch_size=16,
     ),
@@ -125,7 +128,7 @@ PRESETS = {
         batch_size=2, video_frames=2, video_regions=2, text_length=40,
         warmup_steps=1, train_steps=1, compile=False, dtype="float32",
         gen_prompts=2, gen_batch_size=2, gen_video_frames=2, gen_video_regions=2, gen_text_length=30,
-        num_beams=2, new_tokens=3, gen_cached_repeats=1,
+        num_beams=2, new_tokens=3, gen_cached_repeats=1, gen_static_cache=False, gen_compile_backend="eager",
         data_videos=2, data_examples=8, data_batch_size=4, data_max_video_frames=8,
         scoring_responses=4, padding_dialogues=200, padding_batch_size=16,
     ),
@@ -554,6 +557,77 @@ def bench_generation(p: dict, device: torch.device, log=print) -> dict:
     return result
 
 
+def bench_generation_caches(p: dict, device: torch.device, log=print) -> dict:
+    """The generation workload of `bench_generation` (KV cache, beam search) three ways, interleaved in one
+    process: eager with transformers' default dynamic cache, eager with a static cache, and with a static cache
+    and the model's forward compiled (`torch.compile(model.forward, fullgraph=True, dynamic=False)`: one graph
+    for the prefill, one for every decoding step; transformers 5.24 compiles the forward inside `generate()`
+    for greedy search / sampling only, not for beam search). The first run of each mode is a warm-up (the
+    compiled mode's includes the compilation, reported apart); the outputs must equal the dynamic cache's."""
+    dtype = getattr(torch, p["dtype"])
+    vgd_model, plain_model, ids = make_models(p, device)
+    del plain_model
+    model = vgd_model.to(dtype).eval()
+    batch = make_generation_batch(p, ids, device)
+    kwargs = dict(
+        num_beams=p["num_beams"], max_new_tokens=p["new_tokens"], min_new_tokens=p["new_tokens"], do_sample=False,
+        pad_token_id=ids.pad, eos_token_id=ids.eos, disable_compile=True,
+    )
+    chunks = [
+        {key: value[i : i + p["gen_batch_size"]] for key, value in batch.items()}
+        for i in range(0, p["gen_prompts"], p["gen_batch_size"])
+    ]
+    torch._dynamo.reset()
+    # the "tiny" preset (tests) checks the graph capture with the eager backend; real runs use inductor
+    compiled_forward = torch.compile(model.forward, fullgraph=True, dynamic=False, backend=p.get("gen_compile_backend", "inductor"))
+    modes = {
+        "dynamic_eager": dict(),
+        "static_eager": dict(cache_implementation="static"),
+        "static_compiled": dict(cache_implementation="static"),
+    }
+
+    def run(mode: str) -> tuple[float, list[torch.Tensor]]:
+        if mode == "static_compiled":
+            model.forward = compiled_forward
+        synchronize(device)
+        start = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                outputs = [model.generate(**chunk, **modes[mode], **kwargs) for chunk in chunks]
+            synchronize(device)
+        finally:
+            model.__dict__.pop("forward", None)
+        return time.perf_counter() - start, outputs
+
+    warmup_s, outputs = {}, {}
+    for mode in modes:
+        warmup_s[mode], outputs[mode] = run(mode)
+    times = {mode: [] for mode in modes}
+    for _ in range(max(p["gen_cached_repeats"], 2)):
+        for mode in modes:
+            seconds, _ = run(mode)
+            times[mode].append(seconds)
+    best = {mode: min(values) for mode, values in times.items()}
+    result = {
+        "prompts": p["gen_prompts"], "num_beams": p["num_beams"], "new_tokens": p["new_tokens"], "dtype": str(dtype).replace("torch.", ""),
+        "seconds_all": times, "seconds": best,
+        "responses_per_s": {mode: p["gen_prompts"] / seconds for mode, seconds in best.items()},
+        "speedup_static_eager_vs_dynamic_eager": best["dynamic_eager"] / best["static_eager"],
+        "speedup_static_compiled_vs_dynamic_eager": best["dynamic_eager"] / best["static_compiled"],
+        "speedup_static_compiled_vs_static_eager": best["static_eager"] / best["static_compiled"],
+        "compile_s": warmup_s["static_compiled"] - best["static_compiled"],
+        "outputs_identical": {
+            mode: all(torch.equal(a, b) for a, b in zip(outputs[mode], outputs["dynamic_eager"])) for mode in ("static_eager", "static_compiled")
+        },
+    }
+    log(
+        "  generate caches: static eager x{:.2f}, static compiled x{:.2f} vs dynamic eager (compile {:.0f} s)".format(
+            result["speedup_static_eager_vs_dynamic_eager"], result["speedup_static_compiled_vs_dynamic_eager"], result["compile_s"]
+        )
+    )
+    return result
+
+
 # ---------------------------------------------------------------------------------------------- 3. data path
 
 
@@ -852,6 +926,15 @@ def format_table(report: dict) -> str:
         lines.append(f"{'  responses/s  KV cache | use_cache=False':<52} {generation['responses_per_s_cached']:>14.2f} {generation['responses_per_s_recompute']:>14.2f} {generation['generate_speedup_cached_vs_recompute']:>8.2f}")
         lines.append(f"{'  projected 1,710-dialogue test set, KV cache (s)':<52} {generation['projected_test_set_decode_s_cached']:>14.1f}")
         lines.append(f"{'  cached and recompute outputs identical':<52} {str(generation['outputs_identical']):>14}")
+    caches = report.get("generation_caches")
+    if isinstance(caches, dict) and "seconds" in caches:
+        rates = caches["responses_per_s"]
+        lines.append(f"generate, KV cache kinds (same workload), {caches['dtype']}:         responses/s  vs dynamic eager")
+        lines.append(f"{'  dynamic cache, eager':<52} {rates['dynamic_eager']:>14.2f} {1.0:>14.2f}")
+        lines.append(f"{'  static cache, eager':<52} {rates['static_eager']:>14.2f} {caches['speedup_static_eager_vs_dynamic_eager']:>14.2f}")
+        lines.append(f"{'  static cache, compiled (fullgraph)':<52} {rates['static_compiled']:>14.2f} {caches['speedup_static_compiled_vs_dynamic_eager']:>14.2f}")
+        identical = all(caches["outputs_identical"].values())
+        lines.append(f"{'  compile time (s) | outputs equal to dynamic eager':<52} {caches['compile_s']:>14.1f} {str(identical):>14}")
     for key, label in (("data_path", "data path examples/s (store+processor+collator)"), ("scoring", "scoring")):
         section = report.get(key)
         if isinstance(section, dict) and "skipped" in section:
@@ -907,6 +990,8 @@ def run_benchmark(preset: str = "cpu", device: str = "cpu", compile: bool | None
     if p["compile"]:
         section("train_compiled", "train", lambda: bench_training(p, dev, compiled=True, log=log))
     section("generation", "generate", lambda: bench_generation(p, dev, log=log))
+    if p["gen_static_cache"]:
+        section("generation_caches", "generate", lambda: bench_generation_caches(p, dev, log=log))
     section("data_path", "data", lambda: bench_data_path(p, log=log))
     section("scoring", "scoring", lambda: bench_scoring(p, log=log))
     section("padding", "padding", lambda: bench_padding(p, log=log))
@@ -938,6 +1023,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--skip", nargs="*", default=[], choices=["train", "generate", "data", "scoring", "padding"])
     parser.add_argument("--train_steps", type=int, default=None, help="timed steps per model")
     parser.add_argument(
+        "--static_cache", action="store_true",
+        help="also time generation with a static KV cache, eager and compiled with fullgraph=True, against the dynamic "
+        "cache (default on cuda; same as --set gen_static_cache=true)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=None,
         help="torch.set_num_threads; default 1 on the CPU (the cores are shared: a parallel region waits for its slowest "
         "thread, so a preempted thread stalls both models unevenly), torch's default on CUDA",
@@ -951,6 +1041,8 @@ def main(argv=None) -> dict:
     if threads:
         torch.set_num_threads(threads)
     overrides = {"train_steps": args.train_steps} if args.train_steps else {}
+    if args.static_cache:
+        overrides["gen_static_cache"] = True
     preset = args.preset or args.device
     for item in args.set:
         key, _, value = item.partition("=")

@@ -80,3 +80,11 @@ def test_command_line_without_datasets_evaluate_pycocoevalcap(tmp_path):
     assert "skipped" in report["scoring"]  # no pycocoevalcap: skipped with the reason, the rest still reported
     assert report["data_path"]["examples_per_s"] > 0
     assert report["environment"]["torch"] and report["command"].startswith("python benchmarks/bench_vgd.py")
+
+
+def test_static_cache_generation_section_runs_and_matches_the_dynamic_cache():
+    p = dict(bench_vgd.PRESETS["tiny"], gen_static_cache=True)  # compiled with the eager backend: graph capture only
+    result = bench_vgd.bench_generation_caches(p, bench_vgd.torch.device("cpu"), log=lambda *args: None)
+    assert result["outputs_identical"] == {"static_eager": True, "static_compiled": True}
+    assert all(rate > 0 for rate in result["responses_per_s"].values())
+    assert result["speedup_static_compiled_vs_dynamic_eager"] > 0

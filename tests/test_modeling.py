@@ -246,7 +246,9 @@ def test_video_is_projected_once_and_new_tokens_are_sys_of_the_current_turn(mode
 
     recorder = model.register_forward_pre_hook(record, with_kwargs=True)
     try:
-        model.generate(**collate(EXAMPLES), max_new_tokens=4, do_sample=False, num_beams=2, pad_token_id=PAD)
+        # the structural tokens suppressed as from_gpt2_pretrained does: a response holds none of them
+        structural = [VIDEO, CAP, USR, SYS, CLS, MASK, PAD]
+        model.generate(**collate(EXAMPLES), max_new_tokens=4, do_sample=False, num_beams=2, pad_token_id=PAD, suppress_tokens=structural)
     finally:
         recorder.remove()
         hook.remove()

@@ -274,13 +274,22 @@ def test_order_and_count_errors(tiny_files):
         prepare_dstc7_inputs(result, {"dialogs": []})
 
 
-@pytest.mark.parametrize("bad_answer", ["__UNDISCLOSED__", "", "   "])
-def test_missing_answers_are_errors(tiny_files, bad_answer):
+def test_undisclosed_answers_are_errors(tiny_files):
     result, multiref = tiny_files
-    result["dialogs"][2]["dialog"][-1]["answer"] = bad_answer
-    expected = "__UNDISCLOSED__" if bad_answer == "__UNDISCLOSED__" else "empty answer"
-    with pytest.raises(ValueError, match=rf"Dialogue 2 \(CCC03_1\).*{expected}"):
+    result["dialogs"][2]["dialog"][-1]["answer"] = "__UNDISCLOSED__"
+    with pytest.raises(ValueError, match=r"Dialogue 2 \(CCC03_1\).*__UNDISCLOSED__"):
         score_result_file(result, multiref)
+
+
+@pytest.mark.parametrize("empty_answer", ["", "   "])
+def test_empty_answers_are_scored_as_empty(tiny_files, empty_answer, caplog):
+    """What run_vgd.py writes when the model generates nothing: kept, scored as an empty hypothesis."""
+    result, multiref = tiny_files
+    result["dialogs"][2]["dialog"][-1]["answer"] = empty_answer
+    with caplog.at_level("WARNING", logger="avsd_dataset.score"):
+        hypotheses, _ = prepare_dstc7_inputs(result, multiref)
+    assert hypotheses[2] == ""
+    assert "1 answers of the result file are empty" in caplog.text
 
 
 def test_missing_java_is_reported(monkeypatch, tiny_files):
