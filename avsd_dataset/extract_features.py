@@ -306,7 +306,7 @@ def main(argv=None) -> dict[str, int]:
     from accelerate.utils import gather_object
     from tqdm.auto import tqdm
 
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # CPU-only: gloo across the launched processes
     if args.threads:
         torch.set_num_threads(args.threads)
     spec = resolve_video_backbone(
@@ -391,7 +391,7 @@ def main(argv=None) -> dict[str, int]:
             flush=True,
         )
     state.wait_for_everyone()
-    return dict(totals)
+    return {key: int(totals.get(key, 0)) for key in ("done", "skipped", "failed", "padded", "variable_frame_rate", "clips", "not_videos")}
 
 
 if __name__ == "__main__":
