@@ -450,3 +450,27 @@ def test_extract_features_test_split_and_command_line(synthetic_videos, tmp_path
 
     with pytest.raises(FileNotFoundError, match="VIDEO_DIR .*nowhere.* is not a folder"):
         main([str(tmp_path / "nowhere"), str(feature_dir), *EXTRACT_ARGS])
+
+
+def test_pretrained_backbone_weights_are_loaded(tiny_gpt2_dir, monkeypatch):
+    """The pretrained path (torchvision's weights enum) without the network: the download is replaced by a
+    known state dict, which must end up in the model's backbone."""
+    from torchvision.models import get_model_weights
+    from torchvision.models.video import r3d_18
+
+    from modeling_vgd_gpt2 import VGDGPT2ForDialogue
+    from processing_vgd import VGDProcessor
+
+    torch.manual_seed(123)
+    published = r3d_18(weights=None).state_dict()
+    weights_class = type(get_model_weights("r3d_18").KINETICS400_V1)
+    requested = []
+    monkeypatch.setattr(weights_class, "get_state_dict", lambda self, *a, **k: requested.append(self.name) or published)
+    spec = resolve_video_backbone("r3d_18", crop_size=32, clip_length=8)  # pretrained=True: names the weights
+    assert spec["weights"] == "KINETICS400_V1"
+    processor = VGDProcessor.from_gpt2_pretrained(tiny_gpt2_dir, video_backbone=spec)
+    model = VGDGPT2ForDialogue.from_gpt2_pretrained(tiny_gpt2_dir, processor=processor)
+    assert requested == ["KINETICS400_V1"]
+    loaded = model.video_backbone.model.state_dict()
+    assert torch.equal(loaded["layer4.1.conv2.0.weight"], published["layer4.1.conv2.0.weight"])
+    assert torch.equal(loaded["stem.1.running_mean"], published["stem.1.running_mean"])
