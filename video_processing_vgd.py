@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers.image_utils import PILImageResampling
 from transformers.processing_utils import VideosKwargs
 from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
@@ -237,7 +236,7 @@ class VGDVideoProcessor(BaseVideoProcessor):
     (`VGDProcessor.from_gpt2_pretrained(..., video_backbone=...)`) takes that backbone's settings.
     """
 
-    resample = PILImageResampling.BILINEAR
+    resample = 2  # PILImageResampling.BILINEAR (as an int: importing this file does not need Pillow)
     image_mean = KINETICS_MEAN
     image_std = KINETICS_STD
     size = {"shortest_edge": 128}
