@@ -341,8 +341,9 @@ def main(argv=None) -> dict[str, int]:
     shard = todo[state.process_index :: state.num_processes]
 
     device = state.device
-    torch.manual_seed(args.seed)
-    backbone = VGDVideoBackbone(spec)
+    with torch.random.fork_rng(devices=[]):  # seeded random init, without touching the caller's RNG state
+        torch.manual_seed(args.seed)
+        backbone = VGDVideoBackbone(spec)
     if spec.get("weights") is not None:
         backbone.load_pretrained_weights()
     backbone.to(device)

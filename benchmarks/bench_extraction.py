@@ -87,8 +87,9 @@ def main(argv=None) -> dict:
     device = torch.device(args.device)
     dtype = {"float32": None, "bfloat16": torch.bfloat16, None: torch.bfloat16 if device.type == "cuda" else None}[args.dtype]
     spec = resolve_video_backbone(args.backbone, pretrained=False, crop_size=args.crop_size)
-    torch.manual_seed(0)
-    backbone = VGDVideoBackbone(spec).to(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        backbone = VGDVideoBackbone(spec).to(device)
     processor = VGDVideoProcessor(**video_processor_settings(spec), decoder_threads=1 if args.num_workers > 0 else 0)
     load_before = os.getloadavg()
 

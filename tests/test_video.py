@@ -28,6 +28,13 @@ from video_processing_vgd import (  # noqa: E402
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture(autouse=True)
+def _keep_global_rng():
+    """These tests seed torch for reproducible random backbones; later test files see the RNG state unchanged."""
+    with torch.random.fork_rng(devices=[]):
+        yield
+
+
 def write_video(path, frames, rate=10, codec="libx264", pix_fmt="yuv420p", pts_ms=None):
     """Encode `[T, H, W, 3]` uint8 frames (or `[T, H, W]` gray) with PyAV; `pts_ms` gives per-frame times."""
     with av.open(str(path), "w") as container:
@@ -226,8 +233,9 @@ def video_model(tiny_gpt2_dir, tiny_videomae_dir):
 
     spec = resolve_video_backbone(tiny_videomae_dir, pretrained=False)
     processor = VGDProcessor.from_gpt2_pretrained(tiny_gpt2_dir, video_backbone=spec, max_video_frames=16)
-    torch.manual_seed(0)
-    model = VGDGPT2ForDialogue.from_gpt2_pretrained(tiny_gpt2_dir, processor=processor).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = VGDGPT2ForDialogue.from_gpt2_pretrained(tiny_gpt2_dir, processor=processor).eval()
     return processor, model
 
 
