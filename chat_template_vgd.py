@@ -124,11 +124,14 @@ def conversation_to_example(messages: Sequence[Mapping]) -> dict[str, Any]:
 
 
 def processor_takes_video_files(processor) -> bool:
-    """Whether `processor(videos=...)` exists (a processor that decodes video files / frames with a backbone)."""
+    """Whether `processor(videos=...)` works: the processor decodes video files / frames and records the video
+    backbone of its model (`processor.video_processor.video_backbone`)."""
     try:
-        return "videos" in inspect.signature(processor.__call__).parameters
+        takes_videos = "videos" in inspect.signature(processor.__call__).parameters
     except (TypeError, ValueError):
         return False
+    video_processor = getattr(processor, "video_processor", None)
+    return takes_videos and getattr(video_processor, "video_backbone", None) is not None
 
 
 def load_feature_file(path: str) -> np.ndarray:

@@ -35,6 +35,11 @@ class VGDGPT2Config(GPT2Config):
         use_mlm / use_mvm / use_mvt (`bool`, default `True`):
             Which auxiliary objectives the training collator should produce labels for (the model
             computes whichever labels it is given).
+        video_backbone (`dict`, *optional*):
+            The video network that turns video files into features inside the model (see
+            `video_backbone_vgd.py`): its name (`"r3d_18"`, `"s3d"`, a VideoMAE folder, ...), library, weights, clip
+            length, frame rate, resize / crop sizes, normalisation, the layer taken, P (`num_regions`) and D
+            (`feature_dim`). `None` (default): the model reads pre-extracted features only.
         video_token_id, cap_token_id, usr_token_id, sys_token_id, cls_token_id, mask_token_id (`int`):
             Ids of the special tokens added by `VGDProcessor` (see docs/design.md).
     """
@@ -57,6 +62,7 @@ class VGDGPT2Config(GPT2Config):
         sys_token_id: int | None = None,
         cls_token_id: int | None = None,
         mask_token_id: int | None = None,
+        video_backbone: dict | None = None,
         **kwargs,
     ):
         for name, value in (
@@ -83,6 +89,7 @@ class VGDGPT2Config(GPT2Config):
         self.sys_token_id = sys_token_id
         self.cls_token_id = cls_token_id
         self.mask_token_id = mask_token_id
+        self.video_backbone = dict(video_backbone) if video_backbone is not None else None
         super().__init__(**kwargs)
 
 

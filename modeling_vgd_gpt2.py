@@ -31,6 +31,7 @@ try:  # package layout (a Hub / save_pretrained folder)
         NUM_MODALITIES,
         VGDGPT2Config,
     )
+    from .video_backbone_vgd import VGDVideoBackbone
 except ImportError:  # top-level modules (the repository)
     from configuration_vgd_gpt2 import (
         MODALITY_CAP,
@@ -40,6 +41,7 @@ except ImportError:  # top-level modules (the repository)
         NUM_MODALITIES,
         VGDGPT2Config,
     )
+    from video_backbone_vgd import VGDVideoBackbone
 
 try:  # the `video-grounded-dialogue` pipeline travels with the model code (save_pretrained copies it)
     from .pipeline_vgd import CUSTOM_PIPELINES
@@ -199,6 +201,8 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
 
         self.mvm_head = nn.Linear(config.n_embd, config.video_feature_dim)
         self.mvt_head = nn.Linear(config.n_embd, 1)
+        # Optional frozen video network (config.video_backbone): video files -> features inside the model.
+        self.video_backbone = VGDVideoBackbone(config.video_backbone) if config.video_backbone is not None else None
 
         # The class names neither `...ForCausalLM` nor a known loss: tell the loss machinery (and the
         # Trainer's token count for `num_items_in_batch`) that `labels` are shifted causal-LM labels.
@@ -226,9 +230,10 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """[`PreTrainedModel.from_pretrained`]; a damaged weights file (e.g. a `model.safetensors` cut off while
-        copying) raises an `OSError` naming the file instead of safetensors' bare header message."""
+        copying) raises an `OSError` naming the file instead of safetensors' bare header message. The video
+        backbone (if any) is frozen again after loading (loading turns its gradients back on)."""
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except SafetensorError as error:
             folder = os.fspath(pretrained_model_name_or_path)
             broken = []
@@ -244,6 +249,9 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
                 f"cannot read {where}: not a complete safetensors file ({error}); it was probably cut off while "
                 "saving, copying or downloading: save or copy the checkpoint again"
             ) from error
+        if model.video_backbone is not None:
+            model.video_backbone.requires_grad_(False)
+        return model
 
     # ------------------------------------------------------------------ building from plain GPT-2
 
@@ -261,6 +269,10 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
         for key in ("model_type", "architectures", "transformers_version", "auto_map", "dtype", "torch_dtype"):
             gpt2_fields.pop(key, None)
 
+        video_backbone = getattr(getattr(processor, "video_processor", None), "video_backbone", None)
+        if video_backbone is not None:
+            config_overrides.setdefault("video_backbone", video_backbone)
+            config_overrides.setdefault("max_video_regions", max(64, int(video_backbone["num_regions"])))
         if processor is not None:
             from_processor = {
                 "video_feature_dim": processor.feature_extractor.video_feature_dim,
@@ -294,7 +306,9 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
             model.transformer.wte.weight[:gpt2_vocab_size] = token_embeddings
             model.transformer.wte.weight[gpt2_vocab_size:] = token_embeddings.mean(dim=0)
         model.tie_weights()
-        new_layers = sorted({k.rsplit(".", 1)[0] for k in missing if k not in ("transformer.wte.weight", "lm_head.weight")})
+        if model.video_backbone is not None and config.video_backbone.get("weights") is not None:
+            model.video_backbone.load_pretrained_weights()  # the Kinetics weights (downloaded on first use)
+        new_layers = sorted({k.rsplit(".", 1)[0] for k in missing if k not in ("transformer.wte.weight", "lm_head.weight") and not k.startswith("video_backbone.")})
         logger.info(
             "VGD-GPT2 from %s: GPT-2 weights loaded; %d special-token embeddings added; newly initialised layers: %s",
             pretrained_model_name_or_path, config.vocab_size - gpt2_vocab_size, ", ".join(new_layers),
@@ -449,6 +463,52 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
             inputs_embeds = torch.where((input_ids == self.config.video_token_id).unsqueeze(-1), placed, inputs_embeds)
         return inputs_embeds
 
+    @torch.no_grad()
+    def get_video_features(
+        self, pixel_values_videos: torch.FloatTensor, video_clip_mask: torch.BoolTensor | None = None, clips_per_call: int = 32
+    ) -> tuple[torch.FloatTensor, torch.BoolTensor]:
+        """Video features from pixels with the frozen `video_backbone`, pooled like `config.video_pooling`.
+
+        Args:
+            pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, clips, clip_length, 3, height, width)`):
+                Clips from [`VGDVideoProcessor`], zeros where padded.
+            video_clip_mask (`torch.BoolTensor` of shape `(batch_size, clips)`, *optional*): True = a real clip.
+            clips_per_call (`int`): clips per backbone call (bounds the memory of long videos).
+        Returns:
+            `(video_features, video_mask)`: `(batch_size, F, P, video_feature_dim)` and `(batch_size, F, P)`, with F the
+            clips (1 for "spatial" pooling) and P the backbone's cells (1 for "temporal" pooling).
+        """
+        if self.video_backbone is None:
+            raise ValueError(
+                "pixel_values_videos were given but this model's config records no video backbone "
+                "(config.video_backbone is None): pass pre-extracted video_features instead"
+            )
+        if pixel_values_videos.ndim != 6:
+            raise ValueError(
+                "pixel_values_videos must have shape [batch, clips, clip_length, 3, height, width], "
+                f"got {tuple(pixel_values_videos.shape)}"
+            )
+        batch, num_clips = pixel_values_videos.shape[:2]
+        if video_clip_mask is None:
+            video_clip_mask = torch.ones(batch, num_clips, dtype=torch.bool, device=pixel_values_videos.device)
+        video_clip_mask = video_clip_mask.bool()
+        clips = pixel_values_videos[video_clip_mask]
+        grids = torch.cat([self.video_backbone(clips[i : i + clips_per_call]) for i in range(0, len(clips), clips_per_call)])
+        regions, dim = grids.shape[1], grids.shape[2]
+        if dim != self.config.video_feature_dim:
+            raise ValueError(f"the video backbone gives {dim}-dim features but config.video_feature_dim is {self.config.video_feature_dim}")
+        features = grids.new_zeros(batch, num_clips, regions, dim)
+        features[video_clip_mask] = grids
+        video_mask = video_clip_mask[:, :, None].expand(batch, num_clips, regions)
+        if self.config.video_pooling == "spatial":
+            counts = video_clip_mask.sum(dim=1).clamp(min=1).to(features.dtype)
+            features = (features.sum(dim=1) / counts[:, None, None])[:, None]
+            video_mask = video_mask.any(dim=1, keepdim=True)
+        elif self.config.video_pooling == "temporal":
+            features = features.mean(dim=2, keepdim=True)
+            video_mask = video_mask[:, :, :1]
+        return features, video_mask
+
     # ------------------------------------------------------------------ forward
 
     @can_return_tuple
@@ -462,6 +522,8 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
         position_ids: torch.LongTensor | None = None,
         video_features: torch.FloatTensor | None = None,
         video_mask: torch.BoolTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        video_clip_mask: torch.BoolTensor | None = None,
         cache=None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
@@ -485,6 +547,11 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
                 Pre-extracted features, zero-padded; `(batch_size, frames, video_feature_dim)` means one region.
             video_mask (`torch.BoolTensor` of shape `(batch_size, frames, regions)`, *optional*):
                 True at real regions (all True when not given).
+            pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, clips, clip_length, 3, height, width)`, *optional*):
+                Video clips from [`VGDVideoProcessor`], for a model whose config records a video backbone: the
+                features are computed by the frozen `video_backbone` (see `get_video_features`). Instead of
+                `video_features`.
+            video_clip_mask (`torch.BoolTensor` of shape `(batch_size, clips)`, *optional*): True = a real clip.
             cache (`Cache`, *optional*): key / value cache of the previous decoding steps.
             inputs_embeds: not supported (the video enters through `input_ids` placeholders); listed for
                 `generate()`.
@@ -505,6 +572,11 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
         # The checks move per-row counts to the host: eager mode only (compiled / exported graphs skip them).
         checking = not (torch.compiler.is_compiling() or torch.compiler.is_exporting())
         decoding = checking and cache is not None and cache.get_seq_length() > 0
+        if pixel_values_videos is not None:
+            if video_features is not None:
+                raise ValueError("give either video_features or pixel_values_videos, not both")
+            if cache is None or cache.get_seq_length() == 0:  # the backbone runs on the prompt pass only
+                video_features, video_mask = self.get_video_features(pixel_values_videos, video_clip_mask)
         if attention_mask is None:
             if checking and position_ids is not None:
                 self._check_not_packed(input_ids, position_ids)
@@ -689,12 +761,19 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
 
     def generate(self, inputs=None, generation_config=None, *args, **kwargs):
         """[`GenerationMixin.generate`], after checking that the prompt leaves room in GPT-2's positions for the
-        requested new tokens (the video does not use positions; the text does)."""
+        requested new tokens (the video does not use positions; the text does). `pixel_values_videos` (a model with
+        a video backbone) are turned into `video_features` first, once, before beams are expanded."""
         if kwargs.get("inputs_embeds") is not None:
             raise ValueError(
                 "VGDGPT2ForDialogue.generate takes input_ids (with <video> placeholders) and video_features, "
                 "not inputs_embeds"
             )
+        pixel_values_videos = kwargs.pop("pixel_values_videos", None)
+        video_clip_mask = kwargs.pop("video_clip_mask", None)
+        if pixel_values_videos is not None:
+            if kwargs.get("video_features") is not None:
+                raise ValueError("give either video_features or pixel_values_videos, not both")
+            kwargs["video_features"], kwargs["video_mask"] = self.get_video_features(pixel_values_videos, video_clip_mask)
         input_ids = kwargs.get("input_ids", inputs)
         if input_ids is not None and input_ids.numel() > 0:
             self._check_room_to_generate(input_ids, kwargs.get("attention_mask"), generation_config, kwargs)

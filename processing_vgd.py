@@ -25,11 +25,13 @@ try:  # package layout (Hub / `trust_remote_code`): the files sit next to this o
     from .configuration_vgd_gpt2 import MODALITY_CAP, MODALITY_SYS, MODALITY_USR, MODALITY_VIS, VGDGPT2Config
     from .data_collator_vgd import IGNORE_INDEX, DataCollatorForVGD, _pad_batch
     from .feature_extraction_vgd import AVSD_STREAM_ORDER, VGDVideoFeatureExtractor, uniform_frame_indices
+    from .video_processing_vgd import VGDVideoProcessor
 except ImportError:  # top-level module layout (the repository root on sys.path)
     from chat_template_vgd import VGD_CHAT_TEMPLATE, call_processor, conversation_to_example
     from configuration_vgd_gpt2 import MODALITY_CAP, MODALITY_SYS, MODALITY_USR, MODALITY_VIS, VGDGPT2Config
     from data_collator_vgd import IGNORE_INDEX, DataCollatorForVGD, _pad_batch
     from feature_extraction_vgd import AVSD_STREAM_ORDER, VGDVideoFeatureExtractor, uniform_frame_indices
+    from video_processing_vgd import VGDVideoProcessor
 
 
 # The special tokens of docs/design.md, in the order `from_gpt2_pretrained` adds them (ids vocab, vocab + 1, ...).
@@ -124,6 +126,9 @@ class VGDProcessor(ProcessorMixin):
         tokenizer ([`GPT2Tokenizer`]):
             A GPT-2 tokenizer holding the special tokens of docs/design.md (see
             [`~VGDProcessor.from_gpt2_pretrained`]).
+        video_processor ([`VGDVideoProcessor`], *optional*):
+            Decodes video files / frames arrays into clips for a model with a video backbone (`videos=`). Its
+            `video_backbone` is `None` (the default) when no backbone is recorded.
         max_text_length (`int`, *optional*):
             The most text tokens per example. Defaults to `tokenizer.model_max_length` capped at 1024 (GPT-2's
             positions).
@@ -141,6 +146,7 @@ class VGDProcessor(ProcessorMixin):
         self,
         feature_extractor=None,
         tokenizer=None,
+        video_processor=None,
         max_text_length: int | None = None,
         max_history_turns: int | None = None,
         max_turns: int = 16,
@@ -185,7 +191,9 @@ class VGDProcessor(ProcessorMixin):
         self.truncation_stats = VGDTruncationStats()
         self._token_ids = token_ids
         self._token_cache = _TokenCache(self.token_cache_size)
-        super().__init__(feature_extractor, tokenizer, chat_template=chat_template or VGD_CHAT_TEMPLATE)
+        if video_processor is None:  # no video backbone recorded: `videos=` explains what to do
+            video_processor = VGDVideoProcessor()
+        super().__init__(feature_extractor, tokenizer, video_processor, chat_template=chat_template or VGD_CHAT_TEMPLATE)
 
     # ------------------------------------------------------------------ construction
 
@@ -193,10 +201,11 @@ class VGDProcessor(ProcessorMixin):
     def from_gpt2_pretrained(
         cls,
         pretrained_model_name_or_path: str,
-        video_feature_dim: int = 2048,
+        video_feature_dim: int | None = None,
         max_video_frames: int = 256,
         video_pooling: str = "spatiotemporal",
         stream_order: Sequence[str] | None = None,
+        video_backbone: str | dict | None = None,
         **kwargs,
     ) -> "VGDProcessor":
         """Build a processor from a plain GPT-2 tokenizer (a Hub id such as `"gpt2"` or a local folder).
@@ -205,6 +214,11 @@ class VGDProcessor(ProcessorMixin):
         `<cls>`, `<mask>`, `<pad>` (in this order, as the next free ids) and sets `pad_token`, `mask_token`,
         `cls_token` (eos / bos stay `<|endoftext|>`), then builds a [`VGDVideoFeatureExtractor`] with the given
         `video_feature_dim`, `max_video_frames`, `video_pooling` and `stream_order`.
+
+        `video_feature_dim` defaults to 2048, or to the backbone's D with `video_backbone`: a name or spec of
+        `video_backbone_vgd.resolve_video_backbone` (e.g. `"r3d_18"`, or `resolve_video_backbone("r3d_18",
+        pretrained=False)` for random weights), which gives the processor a [`VGDVideoProcessor`] with that
+        backbone's clip length, sizes and normalisation, so that `processor(videos=[...])` works.
 
         Keyword arguments named like a [`VGDProcessor`] argument (`max_text_length`, `max_history_turns`,
         `max_turns`, `token_cache_size`) go to the processor; the others to `GPT2Tokenizer.from_pretrained`
@@ -224,13 +238,42 @@ class VGDProcessor(ProcessorMixin):
                 "extra_special_tokens": [VIDEO_TOKEN, CAP_TOKEN, USR_TOKEN, SYS_TOKEN],
             }
         )
+        video_processor = None
+        if video_backbone is not None:
+            try:
+                from .video_backbone_vgd import resolve_video_backbone, video_processor_settings
+            except ImportError:
+                from video_backbone_vgd import resolve_video_backbone, video_processor_settings
+            spec = resolve_video_backbone(video_backbone) if isinstance(video_backbone, str) else dict(video_backbone)
+            if video_feature_dim is not None and int(video_feature_dim) != spec["feature_dim"]:
+                raise ValueError(
+                    f"video_feature_dim={video_feature_dim} differs from the {spec['feature_dim']}-dim features of "
+                    f"the video backbone {spec['name']!r}"
+                )
+            video_feature_dim = spec["feature_dim"]
+            video_processor = VGDVideoProcessor(
+                **video_processor_settings(spec), max_clips=max_video_frames
+            )
         feature_extractor = VGDVideoFeatureExtractor(
-            video_feature_dim=video_feature_dim,
+            video_feature_dim=2048 if video_feature_dim is None else video_feature_dim,
             max_video_frames=max_video_frames,
             video_pooling=video_pooling,
             stream_order=stream_order,
         )
-        return cls(feature_extractor=feature_extractor, tokenizer=tokenizer, **processor_kwargs)
+        return cls(
+            feature_extractor=feature_extractor, tokenizer=tokenizer, video_processor=video_processor, **processor_kwargs
+        )
+
+    @classmethod
+    def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
+        """The feature extractor and tokenizer as transformers loads them; the video processor from
+        `processor_config.json`, or a backbone-less one for processors saved before video files were supported."""
+        processor_dict = processor_dict or {}
+        feature_extractor = AutoFeatureExtractor.from_pretrained(pretrained_model_name_or_path, **kwargs)
+        tokenizer = cls._load_tokenizer_from_pretrained("tokenizer", pretrained_model_name_or_path, **kwargs)
+        settings = dict(processor_dict.get("video_processor") or {})
+        settings.pop("video_processor_type", None)
+        return [feature_extractor, tokenizer, VGDVideoProcessor(**settings)]
 
     # ------------------------------------------------------------------ special tokens
 
@@ -293,7 +336,7 @@ class VGDProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self) -> list[str]:
-        return ["input_ids", "attention_mask", "modality_ids", "turn_ids", "video_features", "video_mask"]
+        return ["input_ids", "attention_mask", "modality_ids", "turn_ids", "video_features", "video_mask", "pixel_values_videos", "video_clip_mask"]
 
     # ------------------------------------------------------------------ main entry point
 
@@ -307,6 +350,7 @@ class VGDProcessor(ProcessorMixin):
         return_tensors: str | None = None,
         padding_side: str = "left",
         max_new_tokens: int | None = None,
+        videos: Any = None,
     ) -> BatchFeature:
         r"""
         Build the model inputs of one example or of a batch.
@@ -332,6 +376,10 @@ class VGDProcessor(ProcessorMixin):
             max_new_tokens (`int`, *optional*): for a generation prompt (no `answer`), keep this many text positions
                 free for the generated tokens (the prompt is truncated as described above to
                 `max_text_length - max_new_tokens`), so that `model.generate(..., max_new_tokens=...)` has room.
+            videos: instead of `video_features`, for a model whose config records a video backbone: per example a
+                video file path or a frames array `[T, H, W, 3]` uint8 (see [`VGDVideoProcessor`]). Gives
+                `pixel_values_videos` `[B, clips, clip_length, 3, H, W]` and `video_clip_mask` `[B, clips]` in place of
+                `video_features` / `video_mask` (needs `return_tensors`); the model's backbone computes the features.
 
         Returns:
             [`BatchFeature`]; batched: `input_ids`, `attention_mask`, `modality_ids`, `turn_ids` `[B, L]` (pads:
@@ -340,12 +388,16 @@ class VGDProcessor(ProcessorMixin):
             `<|endoftext|>`) when `answer` is given.
         """
         single = isinstance(question, str)
-        videos, captions, histories, questions, answers = self._normalize_inputs(
-            video_features, caption, history, question, answer, single
-        )
         if max_new_tokens is not None and (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0):
             raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
         reserved = max_new_tokens if answer is None and max_new_tokens is not None else 0
+        if videos is not None:
+            return self._call_with_videos(
+                videos, video_features, caption, history, question, answer, return_tensors, padding_side, reserved
+            )
+        videos, captions, histories, questions, answers = self._normalize_inputs(
+            video_features, caption, history, question, answer, single
+        )
         examples = self._encode(videos, captions, histories, questions, answers, reserved_positions=reserved)
         if return_tensors is None:
             if single:
@@ -393,6 +445,55 @@ class VGDProcessor(ProcessorMixin):
         if not batched and return_tensors is None:  # one unbatched example, as __call__ returns it
             inputs = BatchFeature({key: value[0] for key, value in inputs.items()})
         return inputs if return_dict else inputs["input_ids"]
+
+    def _call_with_videos(
+        self, videos, video_features, caption, history, question, answer, return_tensors, padding_side, reserved_positions=0
+    ):
+        """`__call__` with `videos=`: clips from the video processor, `<video>` placeholders for the features the
+        model's backbone will compute (clips x regions, pooled like the feature extractor's `video_pooling`)."""
+        if video_features is not None:
+            raise ValueError("give either videos (files / frames) or video_features (pre-extracted), not both")
+        if self.video_processor.video_backbone is None:
+            raise ValueError(
+                "videos= needs a model with a video backbone, and this processor records none: build it with "
+                "VGDProcessor.from_gpt2_pretrained(..., video_backbone=NAME), or extract features with "
+                "`python -m avsd_dataset.extract_features` and pass video_features="
+            )
+        if return_tensors is None:
+            raise ValueError(
+                "videos= gives padded clips: pass return_tensors='pt' (for training, extract features once with "
+                "`python -m avsd_dataset.extract_features` and use video_features=)"
+            )
+        single = isinstance(question, str)
+        if single:
+            if isinstance(videos, (list, tuple)):
+                raise ValueError(
+                    "question is a str (one example) but videos is a list: pass one video (a path or a frames array) "
+                    "for one example, or lists for every argument (a batch)"
+                )
+            videos = [videos]
+        elif not isinstance(videos, (list, tuple)) or len(videos) != len(question):
+            raise ValueError(
+                f"question is a list of {len(question)} (a batch) so videos must be a list with one video per example"
+            )
+        _, captions, histories, questions, answers = self._normalize_inputs(None, caption, history, question, answer, single)
+        clips = self.video_processor(list(videos), return_tensors=return_tensors)
+        pooling = self.feature_extractor.video_pooling
+        regions = 1 if pooling == "temporal" else int(self.video_processor.num_regions)
+        examples = self._encode(
+            [None] * len(questions), captions, histories, questions, answers, reserved_positions=reserved_positions
+        )
+        for example, num_clips in zip(examples, np.asarray(clips["video_clip_mask"]).sum(axis=1)):
+            frames = 1 if pooling == "spatial" else int(num_clips)
+            num_tokens = frames * regions
+            for key, value in (("input_ids", self.video_token_id), ("attention_mask", 1), ("modality_ids", MODALITY_VIS), ("turn_ids", 0), ("labels", IGNORE_INDEX)):
+                if key in example:
+                    example[key] = np.concatenate([np.full(num_tokens, value, dtype=example[key].dtype), example[key]])
+            del example["video_features"], example["video_mask"]
+        batch = self.pad(examples, padding_side=padding_side, return_tensors=return_tensors)
+        batch["pixel_values_videos"] = clips["pixel_values_videos"]
+        batch["video_clip_mask"] = clips["video_clip_mask"]
+        return batch
 
     def process_example(
         self,
@@ -719,6 +820,7 @@ AutoFeatureExtractor.register(VGDGPT2Config, VGDVideoFeatureExtractor, exist_ok=
 __all__ = [
     "AVSD_STREAM_ORDER",
     "DataCollatorForVGD",
+    "VGDVideoProcessor",
     "VGDProcessor",
     "VGDTruncationStats",
     "VGDVideoFeatureExtractor",

@@ -13,11 +13,15 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    py_modules=["configuration_vgd_gpt2", "modeling_vgd_gpt2", "processing_vgd", "feature_extraction_vgd", "data_collator_vgd", "trainer_vgd", "run_vgd", "chat_template_vgd", "pipeline_vgd", "visualization_vgd", "chat_vgd", "app_vgd", "measure_relevance_vgd"],
+    py_modules=["configuration_vgd_gpt2", "modeling_vgd_gpt2", "processing_vgd", "feature_extraction_vgd", "data_collator_vgd", "video_processing_vgd", "video_backbone_vgd", "trainer_vgd", "run_vgd", "chat_template_vgd", "pipeline_vgd", "visualization_vgd", "chat_vgd", "app_vgd", "measure_relevance_vgd"],
     packages=find_packages(include=["avsd_dataset", "avsd_dataset.*"]),
     package_data={"avsd_dataset": ["*.txt"]},
     install_requires=[
         "torch>=2.4",
+        # The video processor (a transformers BaseVideoProcessor) and the torchvision video backbones; install the
+        # torchvision release built for your torch (e.g. torch 2.14.1 + torchvision 0.29.1).
+        "torchvision>=0.19",
+        "av>=12",  # PyAV: decodes video files (FFmpeg is bundled in its wheels)
         "transformers>=5.24,<6",
         "datasets>=5.2",
         "accelerate>=1.15",
