@@ -7,13 +7,20 @@
   Trainer's logging; `evaluate()` decodes responses with beam search and scores them (BLEU-1..4, METEOR,
   ROUGE-L, CIDEr by default), so the best checkpoint is chosen by a generation metric.
 - `DialogueTurnDataset` / `GenerationCollator`: AVSD rows + video features -> processor inputs.
+- Checkpoints are written atomically (`tmp-checkpoint-N` renamed to `checkpoint-N` when complete) and hold every
+  random state that shapes training (sampler epoch seed, data collator generator, torch / numpy / python RNGs), so
+  a resumed run ends bit-identical to an uninterrupted one; `train(resume_from_checkpoint="last")` takes the newest
+  complete checkpoint of this run (see `checkpointing_vgd.py`).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
+import shutil
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -22,7 +29,23 @@ from accelerate.utils import broadcast_object_list, gather_object
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainingArguments
-from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_callback import ExportableState, ProgressCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from checkpointing_vgd import (
+    CHECKPOINT_INFO_NAME,
+    STAGING_PREFIX,
+    checkpoint_problem,
+    find_last_complete_checkpoint,
+    fix_file_modes,
+    fsync_dir,
+    fsync_tree,
+    read_checkpoint_info,
+    read_run_info,
+    rescue_dir,
+    write_json_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +173,52 @@ def avsd_caption_metrics(predictions: list[str], references: list[list[str]]) ->
     return compute_caption_metrics(predictions, references)
 
 
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """`LengthGroupedSampler` whose order is a function of `(seed, epoch)` only, not of the global torch RNG: a run
+    resumed mid-epoch sees the same order as the uninterrupted run, and every process of a distributed run the same."""
+
+    def __init__(self, batch_size: int, dataset=None, lengths=None, seed: int = 0):
+        super().__init__(batch_size, dataset=dataset, lengths=lengths)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        generator = torch.Generator()
+        generator.manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+class _CollatorStateRecorder:
+    """Wraps the training data collator: before each batch it records the collator's random state, so the state
+    to restore is known for the first batch that training has not consumed yet (the data loader prefetches)."""
+
+    def __init__(self, collator, states: deque):
+        self.collator = collator
+        self.states = states
+
+    def __call__(self, examples):
+        if torch.utils.data.get_worker_info() is None:
+            self.states.append(self.collator.state_dict())
+        return self.collator(examples)
+
+
+class LabelledProgressCallback(ProgressCallback):
+    """The Trainer's progress bars, labelled: "Training" (continuing from the resumed step) and "Evaluation loss"."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.training_bar = tqdm(total=state.max_steps, initial=state.global_step, desc="Training", dynamic_ncols=True)
+        self.current_step = state.global_step
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if state.is_world_process_zero and self.prediction_bar is None and eval_dataloader is not None and hasattr(eval_dataloader, "__len__"):
+            self.prediction_bar = tqdm(total=len(eval_dataloader), desc="Evaluation loss", leave=self.training_bar is None, dynamic_ncols=True)
+        super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
+
+
 # ---------------------------------------------------------------------------------------------- trainer
 
 
@@ -163,12 +232,21 @@ class VGDTrainer(Trainer):
         compute_generation_metrics (`Callable[[list[str], Dataset], dict]`, *optional*):
             Scores decoded responses; defaults to the AVSD captioning metrics against
             `eval_generation_dataset.references`.
+        run_id (`str`, *optional*):
+            The run this trainer continues: recorded in every checkpoint, and `resume_from_checkpoint="last"` only
+            takes checkpoints of this run. Default: the run named in the output folder's `_run_vgd.json`, if any.
     """
 
-    def __init__(self, *args, eval_generation_dataset=None, compute_generation_metrics: Callable | None = None, **kwargs):
+    def __init__(self, *args, eval_generation_dataset=None, compute_generation_metrics: Callable | None = None, run_id: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.eval_generation_dataset = eval_generation_dataset
         self.compute_generation_metrics = compute_generation_metrics
+        if run_id is None:
+            run_id = (read_run_info(self.args.output_dir) or {}).get("run_id")
+        self.run_id = run_id
+        self._collator_states: deque = deque()
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(LabelledProgressCallback)
         # compute_loss normalises every objective by its item count over all accumulation steps and processes.
         self.loss_is_scaled_for_ga = True
         self._objective_totals: dict[str, torch.Tensor] | None = None
@@ -250,6 +328,11 @@ class VGDTrainer(Trainer):
             if name in losses:
                 self._objective_loss_sums[index] += losses[name].detach().to(torch.float64)
 
+    def _maybe_log_save_evaluate(self, *args, **kwargs):
+        # the Trainer moves `_globalstep_last_logged` before calling `log`; the components average over the same steps
+        self._objective_steps_last_logged = self._globalstep_last_logged
+        return super()._maybe_log_save_evaluate(*args, **kwargs)
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Adds the weighted objective losses, averaged over the logging interval like `loss`, to training logs."""
         if "loss" in logs and self._objective_loss_sums is not None:
@@ -268,10 +351,171 @@ class VGDTrainer(Trainer):
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if self.args.train_sampling_strategy == "group_by_length" and hasattr(dataset, "lengths"):
-            return LengthGroupedSampler(
-                self.args.train_batch_size * self.args.gradient_accumulation_steps, dataset=dataset, lengths=dataset.lengths
+            return EpochSeededLengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps, dataset=dataset, lengths=dataset.lengths,
+                seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
             )
         return super()._get_train_sampler(train_dataset)
+
+    def _get_collator_with_removed_columns(self, data_collator, description=None):
+        """Training batches: the collator's random state is recorded per batch (exact resumption). Evaluation and
+        test batches: a copy of the collator restarted from its seed, so the evaluation loss does not depend on when
+        it is computed and does not move the training collator's random sequence."""
+        collator = super()._get_collator_with_removed_columns(data_collator, description=description)
+        if not (hasattr(data_collator, "state_dict") and collator is data_collator):
+            return collator
+        if description == "Training":
+            self._collator_states.clear()
+            return _CollatorStateRecorder(data_collator, self._collator_states)
+        fresh = copy.copy(data_collator)
+        fresh.reseed()
+        return fresh
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        for _ in range(min(len(batch_samples), len(self._collator_states))):
+            self._collator_states.popleft()
+        return batch_samples, num_items_in_batch
+
+    def collator_state_for_resume(self) -> dict | None:
+        """The data collator's random state before the first batch that training has not consumed yet."""
+        if not hasattr(self.data_collator, "state_dict"):
+            return None
+        return self._collator_states[0] if self._collator_states else self.data_collator.state_dict()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """`Trainer.train`; `resume_from_checkpoint` may also be `"last"` (or `True`): the newest complete checkpoint
+        of this run in `output_dir`, chosen as `find_last_complete_checkpoint` explains (logged)."""
+        if resume_from_checkpoint is True or (isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() in ("true", "last")):
+            resume_from_checkpoint = self.last_complete_checkpoint()
+        elif isinstance(resume_from_checkpoint, str):
+            problem = checkpoint_problem(resume_from_checkpoint) if os.path.isdir(resume_from_checkpoint) else "no such folder"
+            if problem:
+                raise ValueError(f"cannot resume from {resume_from_checkpoint}: {problem}")
+        if resume_from_checkpoint:
+            info = read_checkpoint_info(resume_from_checkpoint) or {}
+            if info.get("collator") is not None and hasattr(self.data_collator, "load_state_dict"):
+                self.data_collator.load_state_dict(info["collator"])
+            if self.run_id is None:
+                self.run_id = info.get("run_id")
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+
+    def last_complete_checkpoint(self) -> str:
+        """The newest complete checkpoint of this run in `output_dir`; says which, and why newer folders were skipped."""
+        path, skipped = find_last_complete_checkpoint(self.args.output_dir, self.run_id)
+        for folder, reason in skipped:
+            logger.info("Skipping %s: %s", folder, reason)
+        if path is None:
+            reasons = "; ".join(f"{os.path.basename(folder)}: {reason}" for folder, reason in skipped) or "there is no checkpoint-* folder"
+            raise ValueError(f"no complete checkpoint of this run to resume from in {self.args.output_dir} ({reasons})")
+        logger.info("Resuming from %s, the newest complete checkpoint of this run", path)
+        return path
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """The base class's checkpoint (model, optimizer, scheduler, RNG states, trainer state) plus
+        `vgd_state.json` (run id, data collator state), written into `tmp-checkpoint-N` and renamed to
+        `checkpoint-N` only once every file is on disk: an interrupted save never leaves a folder that looks complete."""
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        run_dir = self._get_output_dir(trial=trial)
+        final_dir = os.path.join(run_dir, name)
+        staging_dir = os.path.join(run_dir, STAGING_PREFIX + name)
+        if self.args.should_save and os.path.isdir(staging_dir):
+            shutil.rmtree(staging_dir)
+        self.accelerator.wait_for_everyone()
+        if self.hp_search_backend is None and trial is None:
+            self.store_flos()
+        self.save_model(staging_dir, _internal_call=True)
+        if self.args.save_strategy in ("steps", "epoch", "best") and self.state.best_global_step:
+            best_dir = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}")
+            if self.state.best_global_step == self.state.global_step or os.path.exists(best_dir):
+                self.state.best_model_checkpoint = best_dir
+        if not self.args.save_only_model:
+            self._save_optimizer_and_scheduler(staging_dir)
+            self._save_scaler(staging_dir)
+            self._save_rng_state(staging_dir)
+        self.accelerator.wait_for_everyone()  # every process has written its part (RNG states, shards)
+        if self.args.should_save:
+            for callback in self.callback_handler.callbacks + [self.control]:
+                if isinstance(callback, ExportableState):
+                    callback_name = callback.__class__.__name__
+                    if isinstance(self.state.stateful_callbacks.get(callback_name), list):
+                        self.state.stateful_callbacks[callback_name].append(callback.state())
+                    else:
+                        self.state.stateful_callbacks[callback_name] = callback.state()
+            self.state.save_to_json(os.path.join(staging_dir, "trainer_state.json"))
+            write_json_atomic(
+                os.path.join(staging_dir, CHECKPOINT_INFO_NAME),
+                {"run_id": self.run_id, "global_step": self.state.global_step, "collator": self.collator_state_for_resume()},
+            )
+            fix_file_modes(staging_dir)
+            fsync_tree(staging_dir)
+            if os.path.isdir(final_dir):  # an older save of the same step (e.g. before a resume): replaced
+                shutil.rmtree(final_dir)
+            os.replace(staging_dir, final_dir)
+            fsync_dir(run_dir)
+        self.accelerator.wait_for_everyone()
+        if self.args.push_to_hub:
+            self._push_from_checkpoint(final_dir)
+        if self.args.should_save:
+            from transformers.trainer_utils import rotate_checkpoints
+
+            rotate_checkpoints(
+                output_dir=run_dir, save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True,
+            )
+
+    def save_emergency_checkpoint(self) -> str | None:
+        """After a failure: the newest trained state as a checkpoint in `output_dir`, or, if that folder cannot take
+        it, in the first writable rescue folder (`checkpointing_vgd.rescue_dir`). Returns where, None if nowhere."""
+        if self.state.global_step == 0:
+            return None
+        try:
+            self._save_checkpoint(self.model, trial=None)
+            return os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        except Exception as error:
+            logger.error("Could not write a checkpoint into %s (%s)", self.args.output_dir, error)
+        return self._save_into_rescue_dir(lambda folder: self._save_checkpoint_into(folder))
+
+    def save_model_or_rescue(self, output_dir: str | None = None) -> str:
+        """`save_model(output_dir)`; when that fails, the model is saved into a rescue folder and the error names it."""
+        output_dir = output_dir or self.args.output_dir
+        try:
+            self.save_model(output_dir)
+            return output_dir
+        except Exception as error:
+            where = self._save_into_rescue_dir(lambda folder: self._save_checkpoint_into(folder))
+            raise OSError(
+                f"saving the trained model into {output_dir} failed ({error}); "
+                + (f"the trained state (model, optimizer, trainer state) was saved into {where}" if where else "no rescue folder was writable either")
+            ) from error
+
+    def _save_checkpoint_into(self, folder: str) -> None:
+        original = self.args.output_dir
+        self.args.output_dir = folder
+        try:
+            self._save_checkpoint(self.model, trial=None)
+        finally:
+            self.args.output_dir = original
+
+    def _save_into_rescue_dir(self, save) -> str | None:
+        for folder in rescue_dir(self.args.output_dir, self.run_id):
+            try:
+                os.makedirs(folder, exist_ok=True)
+                save(folder)
+            except Exception as error:
+                logger.error("Could not save into the rescue folder %s either (%s)", folder, error)
+                continue
+            return os.path.join(folder, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        return None
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """`Trainer.save_model`, then every file gets the usual mode (safetensors writes the weights 0600)."""
+        super().save_model(output_dir, _internal_call=_internal_call)
+        folder = output_dir or self.args.output_dir
+        if self.args.should_save and os.path.isdir(folder):
+            fix_file_modes(folder)
 
     # ------------------------------------------------------------------ generation
 
