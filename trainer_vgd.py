@@ -79,6 +79,17 @@ class VGDTrainingArguments(TrainingArguments):
     train_sampling_strategy: str = field(
         default="group_by_length", metadata={"help": "group_by_length batches sequences of similar length (less padding)."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace the results of an earlier run in --output_dir (its model, metrics, predictions and "
+                  "checkpoints are deleted first). Without it, run_vgd.py refuses a folder holding another run's results."},
+    )
+    cpu_threads: int | None = field(
+        default=None,
+        metadata={"help": "torch intra-op threads on the CPU (run_vgd.py). Default: $OMP_NUM_THREADS when set, else torch's "
+                  "default (one per core); the demo uses 1 (fast for its small model, robust on a busy machine, the same "
+                  "numbers on every machine)."},
+    )
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -217,6 +228,11 @@ class LabelledProgressCallback(ProgressCallback):
         if state.is_world_process_zero and self.prediction_bar is None and eval_dataloader is not None and hasattr(eval_dataloader, "__len__"):
             self.prediction_bar = tqdm(total=len(eval_dataloader), desc="Evaluation loss", leave=self.training_bar is None, dynamic_ncols=True)
         super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
+
+    def close_prediction_bar(self):
+        if self.prediction_bar is not None:
+            self.prediction_bar.close()
+            self.prediction_bar = None
 
 
 # ---------------------------------------------------------------------------------------------- trainer
@@ -580,6 +596,9 @@ class VGDTrainer(Trainer):
                 ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix,
             )
             metrics.update({k: v for k, v in output.metrics.items() if not k.endswith(("_runtime", "_per_second"))})
+            for callback in self.callback_handler.callbacks:
+                if isinstance(callback, LabelledProgressCallback):
+                    callback.close_prediction_bar()  # before the decoding bar starts
         if self.eval_generation_dataset is not None:
             predictions = self.generate_responses(
                 self.eval_generation_dataset, description="Decoding for evaluation", max_examples=self.args.eval_max_generation_examples
@@ -599,11 +618,12 @@ class VGDTrainer(Trainer):
 
     def create_model_card(self, model_name: str | None = None, test_metrics: dict | None = None, **kwargs) -> None:
         """Writes the model card (`README.md` of the output folder, pushed with the model): what the model is,
-        its metrics, the data and training setup, and how to load it."""
+        its metrics, the data (`dataset`, a description) and training setup, and how to load it."""
         if not self.is_world_process_zero():
             return
         config = self.model.config
-        repo_id = self.hub_model_id or model_name or "path/to/this/folder"
+        repo_id = self.hub_model_id or model_name or os.path.abspath(self.args.output_dir)
+        dataset = kwargs.get("dataset")
         eval_metrics = next((log for log in reversed(self.state.log_history) if "eval_CIDEr" in log), {})
         rows = []
         for name in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"):
@@ -623,7 +643,7 @@ tags:
 - custom_code
 ---
 
-# {model_name or repo_id.split("/")[-1]}
+# {model_name or os.path.basename(repo_id.rstrip("/"))}
 
 VGD-GPT2 (Le & Hoi, ACL 2020): GPT-2 fine-tuned on pre-extracted video features plus the caption and dialogue
 history, to answer questions about a video. Video features ({config.video_pooling}, D = {config.video_feature_dim})
@@ -638,6 +658,11 @@ modality (cap / usr / sys), turn and position encodings; both form one GPT-2 seq
 {"".join(f"| {k} | - | {v:.3f} |{chr(10)}" for k, v in extra.items())}
 Test scores follow the official DSTC7 AVSD protocol (last turn of each dialogue, 6 references, the official
 stopword filter, PTB tokenisation, pycocoevalcap scorers).
+
+## Data
+
+{dataset or "AVSD (DSTC7): pre-extracted video features, captions and dialogues"}; {self.state.global_step} optimizer steps
+({self.state.epoch or 0:.2f} epochs).
 
 ## Training
 
