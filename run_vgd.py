@@ -435,8 +435,8 @@ def prepare_output_dir(training_args, model_args: ModelArguments, demo: bool) ->
     """Claim the output folder for this run (main process) and return the run id.
 
     A folder that holds another run's results is refused, unless `--overwrite_output_dir` (its results are deleted),
-    `--resume_from_checkpoint` (the run continues: same run id), both runs are demos, or the run only evaluates the
-    model saved in that folder."""
+    `--resume_from_checkpoint` (the run continues: same run id), a demo run replaces an earlier demo run in the demo's
+    own folder (outputs/demo, outputs/smoke), or the run only evaluates the model saved in that folder."""
     output_dir = training_args.output_dir
     previous = read_run_info(output_dir)
     if training_args.do_train and training_args.resume_from_checkpoint:
@@ -444,7 +444,8 @@ def prepare_output_dir(training_args, model_args: ModelArguments, demo: bool) ->
     found = results_in_folder(output_dir)
     evaluates_own_model = not training_args.do_train and model_args.model_name_or_path and os.path.abspath(model_args.model_name_or_path) == os.path.abspath(output_dir)
     if found and not evaluates_own_model:
-        replaceable_demo = demo and previous is not None and previous.get("demo")
+        # the demo's own folders (no --output_dir given) take a new demo run's results
+        replaceable_demo = demo and (previous or {}).get("demo") and os.path.normpath(output_dir) in (DEMO_OUTPUT_DIR, SMOKE_OUTPUT_DIR)
         if not (training_args.overwrite_output_dir or replaceable_demo):
             shown = ", ".join(found[:6]) + (f" and {len(found) - 6} more" if len(found) > 6 else "")
             raise FileExistsError(
@@ -455,7 +456,7 @@ def prepare_output_dir(training_args, model_args: ModelArguments, demo: bool) ->
         logger.info("Replacing the results of the earlier %srun in %s: %s", "demo " if replaceable_demo else "", output_dir, ", ".join(found))
         remove_results(output_dir, found)
     run_id = new_run_id()
-    os.makedirs(output_dir, exist_ok=True)
+    check_output_dir_writable(output_dir, needed_bytes=0)  # room for the model is checked once it is built
     write_json_atomic(
         os.path.join(output_dir, RUN_INFO_NAME),
         {"run_id": run_id, "demo": demo, "command": sys.argv[:1] + list(training_args._run_vgd_argv)},
@@ -579,11 +580,12 @@ def main(argv: list[str] | None = None):
         except BaseException as error:
             if training_args.world_size == 1 and trainer.state.global_step > 0:
                 where = trainer.save_emergency_checkpoint()
-                logger.error(
-                    "Training stopped at step %d (%s: %s); %s", trainer.state.global_step, type(error).__name__, error,
-                    f"the state of that step is saved in {where} (continue with --resume_from_checkpoint {where})" if where
-                    else "no folder could take a checkpoint",
+                note = (
+                    f"Training stopped at step {trainer.state.global_step}; "
+                    + (f"the trained state of that step is saved in {where} (continue with --resume_from_checkpoint {where})" if where else "no folder could take a checkpoint")
                 )
+                logger.error("%s (%s: %s)", note, type(error).__name__, error)
+                error.add_note(note)  # printed under the traceback
             raise
         logger.info("process %d of %d trained %d step(s)", training_args.process_index, training_args.world_size, trainer.state.global_step)
         # the trained model is on disk before any evaluation, prediction or push (in a rescue folder if need be)
