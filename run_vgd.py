@@ -475,6 +475,20 @@ def bytes_needed_on_disk(model, training_args) -> int:
     return parameter_bytes * (1 + 3 * checkpoints) + 32 * 2**20
 
 
+def check_distributed_launch(training_args) -> None:
+    """A launch of N processes that the Trainer does not see as one N-process run would train N separate models
+    into the same folder (e.g. a GPU config on a machine without GPUs and without --use_cpu)."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and training_args.world_size != launched:
+        raise RuntimeError(
+            f"launched as {launched} processes, but the Trainer sees a {training_args.world_size}-process run "
+            f"(device {training_args.device}): the processes would train separately. On a machine without GPUs, pass --use_cpu true."
+        )
+    ignored = [name for name, variable in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED")) if os.environ.get(variable) == "true"]
+    if ignored and training_args.device.type == "cpu" and training_args.process_index == 0:
+        logger.warning("The %s settings of the accelerate config are not used on the CPU: accelerate runs plain DDP there.", ignored[0])
+
+
 def configure_cpu_threads(training_args) -> None:
     """Intra-op threads of torch on the CPU: `--cpu_threads` when given (the demo: 1)."""
     if training_args.cpu_threads is not None and training_args.device.type == "cpu":
@@ -506,6 +520,7 @@ def main(argv: list[str] | None = None):
     datasets.utils.logging.disable_progress_bar()
     configure_cpu_threads(training_args)
     set_seed(training_args.seed)
+    check_distributed_launch(training_args)
 
     main_process = training_args.process_index == 0
     run_id = None
