@@ -431,7 +431,7 @@ def print_demo_table(metrics: dict, title: str = "test metrics"):
 # ---------------------------------------------------------------------------------------------- output folder
 
 
-def prepare_output_dir(training_args, model_args: ModelArguments, demo: bool) -> str:
+def prepare_output_dir(training_args, model_args: ModelArguments, demo: bool) -> str | None:
     """Claim the output folder for this run (main process) and return the run id.
 
     A folder that holds another run's results is refused, unless `--overwrite_output_dir` (its results are deleted),
@@ -440,7 +440,7 @@ def prepare_output_dir(training_args, model_args: ModelArguments, demo: bool) ->
     output_dir = training_args.output_dir
     previous = read_run_info(output_dir)
     if training_args.do_train and training_args.resume_from_checkpoint:
-        return (previous or {}).get("run_id") or new_run_id()
+        return (previous or {}).get("run_id")  # None: the run of the checkpoint resumed from
     found = results_in_folder(output_dir)
     evaluates_own_model = not training_args.do_train and model_args.model_name_or_path and os.path.abspath(model_args.model_name_or_path) == os.path.abspath(output_dir)
     if found and not evaluates_own_model:
@@ -550,6 +550,7 @@ def main(argv: list[str] | None = None):
     video_feature_dim = sum(stream_dims[stream] for stream in streams)
 
     # ------------------------------------------------------------------ model
+    set_seed(training_args.seed)  # the new layers' initialisation does not depend on what ran before (e.g. a cache miss)
     processor, model = load_processor_and_model(model_args, video_feature_dim, streams, data_args)
     caption_fields = [name.strip() for name in data_args.caption_fields.split(",") if name.strip()]
     collator = DataCollatorForVGD(

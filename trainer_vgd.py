@@ -18,12 +18,14 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import random
 import shutil
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from accelerate.utils import broadcast_object_list, gather_object
 from torch.utils.data import DataLoader, Dataset
@@ -200,6 +202,21 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
         generator = torch.Generator()
         generator.manual_seed(self.seed * 1_000_003 + self.epoch)
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+def _capture_rng_states() -> dict:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.random.set_rng_state(states["cpu"])
+    if "cuda" in states:
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 class _CollatorStateRecorder:
@@ -388,16 +405,37 @@ class VGDTrainer(Trainer):
         return fresh
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
+        # the random states at the start of this optimizer step: what a checkpoint taken before the step completes
+        # (after a failure inside it) must hold to replay it exactly
+        self._step_start = {"global_step": self.state.global_step, "collator": self._next_collator_state(), "rng": _capture_rng_states()}
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
         for _ in range(min(len(batch_samples), len(self._collator_states))):
             self._collator_states.popleft()
         return batch_samples, num_items_in_batch
 
-    def collator_state_for_resume(self) -> dict | None:
-        """The data collator's random state before the first batch that training has not consumed yet."""
+    def _next_collator_state(self) -> dict | None:
         if not hasattr(self.data_collator, "state_dict"):
             return None
         return self._collator_states[0] if self._collator_states else self.data_collator.state_dict()
+
+    def _inside_a_step(self) -> bool:
+        """True after a failure between fetching an optimizer step's batches and completing the step."""
+        return getattr(self, "_step_start", None) is not None and self._step_start["global_step"] == self.state.global_step
+
+    def collator_state_for_resume(self) -> dict | None:
+        """The data collator's random state before the first batch of the next optimizer step."""
+        return self._step_start["collator"] if self._inside_a_step() else self._next_collator_state()
+
+    def _save_rng_state(self, output_dir):
+        """The RNG states after the last completed optimizer step (also when saving after a failure inside a step)."""
+        if not self._inside_a_step():
+            return super()._save_rng_state(output_dir)
+        now = _capture_rng_states()
+        _restore_rng_states(self._step_start["rng"])
+        try:
+            return super()._save_rng_state(output_dir)
+        finally:
+            _restore_rng_states(now)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -410,6 +448,7 @@ class VGDTrainer(Trainer):
             problem = checkpoint_problem(resume_from_checkpoint) if os.path.isdir(resume_from_checkpoint) else "no such folder"
             if problem:
                 raise ValueError(f"cannot resume from {resume_from_checkpoint}: {problem}")
+        self._step_start = None
         if resume_from_checkpoint:
             info = read_checkpoint_info(resume_from_checkpoint) or {}
             if info.get("collator") is not None and hasattr(self.data_collator, "load_state_dict"):
@@ -467,10 +506,16 @@ class VGDTrainer(Trainer):
             )
             fix_file_modes(staging_dir)
             fsync_tree(staging_dir)
-            if os.path.isdir(final_dir):  # an older save of the same step (e.g. before a resume): replaced
-                shutil.rmtree(final_dir)
+            replaced = None
+            if os.path.isdir(final_dir):  # an older save of the same step (e.g. before a resume): moved aside first
+                replaced = os.path.join(run_dir, f"{STAGING_PREFIX}replaced-{name}")
+                if os.path.isdir(replaced):
+                    shutil.rmtree(replaced)
+                os.replace(final_dir, replaced)
             os.replace(staging_dir, final_dir)
             fsync_dir(run_dir)
+            if replaced:
+                shutil.rmtree(replaced)
         self.accelerator.wait_for_everyone()
         if self.args.push_to_hub:
             self._push_from_checkpoint(final_dir)
@@ -482,17 +527,28 @@ class VGDTrainer(Trainer):
                 best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True,
             )
 
+    def _issue_warnings_after_load(self, load_result) -> None:
+        """No warning for the tied output embedding, which a checkpoint does not store (it is the input embedding)."""
+        tied = set(getattr(self.model, "_tied_weights_keys", None) or {})
+        if load_result.missing_keys and set(load_result.missing_keys) <= tied and not load_result.unexpected_keys:
+            self.model.tie_weights()
+            return
+        super()._issue_warnings_after_load(load_result)
+
     def save_emergency_checkpoint(self) -> str | None:
         """After a failure: the newest trained state as a checkpoint in `output_dir`, or, if that folder cannot take
         it, in the first writable rescue folder (`checkpointing_vgd.rescue_dir`). Returns where, None if nowhere."""
         if self.state.global_step == 0:
             return None
+        existing = os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if os.path.isdir(existing) and checkpoint_problem(existing) is None and (read_checkpoint_info(existing) or {}).get("run_id") == self.run_id:
+            return existing  # this step's checkpoint is already on disk
         try:
             self._save_checkpoint(self.model, trial=None)
             return os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         except Exception as error:
             logger.error("Could not write a checkpoint into %s (%s)", self.args.output_dir, error)
-        return self._save_into_rescue_dir(lambda folder: self._save_checkpoint_into(folder))
+        return self._save_into_rescue_dir(self._save_checkpoint_into)
 
     def save_model_or_rescue(self, output_dir: str | None = None) -> str:
         """`save_model(output_dir)`; when that fails, the model is saved into a rescue folder and the error names it."""
@@ -501,7 +557,10 @@ class VGDTrainer(Trainer):
             self.save_model(output_dir)
             return output_dir
         except Exception as error:
-            where = self._save_into_rescue_dir(lambda folder: self._save_checkpoint_into(folder))
+            if self.args.world_size == 1:
+                where = self._save_into_rescue_dir(self._save_checkpoint_into)
+            else:  # only this process is here: the model alone, without the collective checkpoint steps
+                where = self._save_into_rescue_dir(lambda folder: self._save(os.path.join(folder, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")))
             raise OSError(
                 f"saving the trained model into {output_dir} failed ({error}); "
                 + (f"the trained state (model, optimizer, trainer state) was saved into {where}" if where else "no rescue folder was writable either")

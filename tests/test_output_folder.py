@@ -182,3 +182,36 @@ def test_demo_runs_replace_their_own_output_and_the_smoke_run_has_its_own_folder
     assert json.loads((tmp_path / "outputs" / "smoke" / "trainer_state.json").read_text())["global_step"] == 2
     assert not (tmp_path / "outputs" / "demo").exists()
     assert sorted(os.listdir(tmp_path / "outputs")) == ["demo-cache", "smoke"]
+
+
+def test_run_vgd_resumed_after_a_kill_ends_bit_identical(tmp_path, monkeypatch):
+    """End to end with the defaults (all four objectives, length-grouped batches) plus accumulation 2 and dropout:
+    a run killed after step 3 and resumed with `--resume_from_checkpoint last` ends as the uninterrupted run."""
+    import torch
+    from safetensors.torch import load_file
+
+    args = TINY + ["--max_steps", "6", "--save_strategy", "steps", "--save_steps", "2", "--gradient_accumulation_steps", "2",
+                   "--per_device_train_batch_size", "4", "--demo_dropout", "0.1", "--logging_steps", "1"]
+    run_vgd.main(args + ["--output_dir", str(tmp_path / "straight")])
+
+    original_step = VGDTrainer.training_step
+
+    def killed_after_step_3(self, *a, **k):
+        if self.state.global_step == 3:
+            raise KeyboardInterrupt
+        return original_step(self, *a, **k)
+
+    monkeypatch.setattr(VGDTrainer, "training_step", killed_after_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        run_vgd.main(args + ["--output_dir", str(tmp_path / "killed")])
+    monkeypatch.setattr(VGDTrainer, "training_step", original_step)
+    assert (tmp_path / "killed" / "checkpoint-3").is_dir()  # the emergency checkpoint
+    run_vgd.main(args + ["--output_dir", str(tmp_path / "killed"), "--resume_from_checkpoint", "last"])
+
+    straight, resumed = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "killed" / "model.safetensors")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+    logs = [json.loads((tmp_path / name / "trainer_state.json").read_text())["log_history"] for name in ("straight", "killed")]
+    keys = ("step", "loss", "response_loss", "mlm_loss", "mvm_loss", "mvt_loss", "grad_norm")
+    assert [[{k: log[k] for k in keys} for log in history if "loss" in log] for history in logs] == [[{k: log[k] for k in keys} for log in logs[0] if "loss" in log]] * 2
