@@ -221,6 +221,18 @@ class DataCollatorForVGD:
         self._rng = None
         self._rng_owner = None
 
+    def state_dict(self) -> dict[str, Any]:
+        """The collator's random state in the main process (JSON-serialisable), for exact resumption: `seed` and the
+        generator's bit-generator state (`None` before the first batch)."""
+        return {"seed": int(self.seed), "generator": None if self._rng is None or self._rng_owner is not None else self._rng.bit_generator.state}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the random sequence saved by `state_dict()`."""
+        self.reseed(int(state["seed"]))
+        if state.get("generator") is not None:
+            self._rng = np.random.default_rng(np.random.SeedSequence([int(self.seed)]))
+            self._rng.bit_generator.state = state["generator"]
+
     def _generator(self) -> np.random.Generator:
         info = torch.utils.data.get_worker_info()
         owner = None if info is None else (info.id, info.seed)

@@ -9,25 +9,45 @@
 Without `--data_dir` the embedded synthetic dataset is generated (cached) and, without
 `--model_name_or_path`, a small GPT-2-shaped model with a tokenizer trained on that data is built offline.
 Without any of `--do_train / --do_eval / --do_predict`, all three run.
+
+The output folder holds the model, its card (README.md), metrics and predictions. A run refuses a folder that holds
+another run's results (`--overwrite_output_dir` replaces them, `--resume_from_checkpoint last` continues them), checks
+that the folder is writable and has room before the first step, and after any failure leaves the newest trained
+state on disk (in a rescue folder if the output folder is the problem), saying where.
 """
 
 from __future__ import annotations
 
+import os
+
+# OpenMP threads that wait for work sleep instead of spinning: a spinning thread on a busy machine steals the core
+# the other threads need (a 2-thread step took 4x longer next to one busy process). Must precede the torch import.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import hashlib
 import json
 import logging
-import os
 import random
+import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import datasets
-import numpy as np
 import torch
 import transformers
 from transformers import AutoConfig, HfArgumentParser, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from avsd_dataset.features import VideoFeatureStore, VideoFeatureValidationError, parse_feature_streams
+from checkpointing_vgd import (
+    RUN_INFO_NAME,
+    check_output_dir_writable,
+    new_run_id,
+    read_run_info,
+    remove_results,
+    results_in_folder,
+    write_json_atomic,
+)
 from modeling_vgd_gpt2 import VGDGPT2ForDialogue
 from processing_vgd import DataCollatorForVGD, VGDProcessor
 from trainer_vgd import DialogueTurnDataset, VGDTrainer, VGDTrainingArguments, avsd_caption_metrics
@@ -35,6 +55,7 @@ from trainer_vgd import DialogueTurnDataset, VGDTrainer, VGDTrainingArguments, a
 logger = logging.getLogger(__name__)
 
 DEMO_OUTPUT_DIR = os.path.join("outputs", "demo")
+SMOKE_OUTPUT_DIR = os.path.join("outputs", "smoke")  # `--max_steps N` without --output_dir: never the trained demo
 
 # Settings of the embedded demo (a model trained from scratch on a small synthetic task on a CPU); any
 # argument given on the command line or in a config file overrides them.
@@ -59,6 +80,7 @@ DEMO_TRAINING_DEFAULTS = {
     "dataloader_num_workers": 0,
     "use_cpu": not torch.cuda.is_available(),
     "seed": 0,
+    "cpu_threads": 1,
 }
 
 
@@ -83,9 +105,9 @@ class ModelArguments:
     video_pooling: str = field(default="spatiotemporal", metadata={"help": "spatiotemporal | spatial | temporal (paper's ablation)."})
     max_video_frames: int = field(default=256, metadata={"help": "Frames kept per video (uniformly sampled when longer)."})
     max_video_regions: int = field(default=64, metadata={"help": "Rows of the spatial-position encoding."})
-    use_mlm: bool = field(default=True, metadata={"help": "Train with masked language modelling."})
-    use_mvm: bool = field(default=True, metadata={"help": "Train with masked visual modelling."})
-    use_mvt: bool = field(default=True, metadata={"help": "Train with video-text matching."})
+    use_mlm: bool = field(default=True, metadata={"help": "Masked language modelling objective (--no_use_mlm or --use_mlm false: off)."})
+    use_mvm: bool = field(default=True, metadata={"help": "Masked visual modelling objective (--no_use_mvm or --use_mvm false: off)."})
+    use_mvt: bool = field(default=True, metadata={"help": "Video-text matching objective (--no_use_mvt or --use_mvt false: off)."})
     mlm_probability: float = field(default=0.15, metadata={"help": "Fraction of context tokens masked for MLM."})
     mvm_probability: float = field(default=0.15, metadata={"help": "Fraction of video regions masked for MVM."})
     mvt_probability: float = field(default=0.15, metadata={"help": "Fraction of examples given another example's video."})
@@ -127,10 +149,57 @@ class DataArguments:
 # ---------------------------------------------------------------------------------------------- arguments
 
 
+HELP_DESCRIPTION = """Fine-tune, evaluate and share VGD-GPT2 on AVSD, or run the embedded demo.
+
+  python run_vgd.py                         the embedded demo (synthetic data, a small model trained from scratch, CPU)
+  python run_vgd.py --max_steps 3           a smoke run of the demo (into outputs/smoke)
+  python run_vgd.py CONFIG.yaml             every argument from a JSON / YAML file
+  accelerate launch run_vgd.py --model_name_or_path gpt2 --data_dir data/avsd --output_dir outputs/vgd-s ...
+
+Our own arguments come first (model, data, VGD-GPT2 training); the transformers TrainingArguments follow.
+Without --data_dir (the demo) these defaults change: {demo_defaults}."""
+
+
+def demo_output_dir(argv: list[str]) -> str:
+    """The demo's output folder: outputs/demo, or outputs/smoke for a run shortened with --max_steps."""
+    shortened = any(arg == "--max_steps" or arg.startswith("--max_steps=") for arg in argv)
+    return SMOKE_OUTPUT_DIR if shortened else DEMO_OUTPUT_DIR
+
+
+def build_parser() -> HfArgumentParser:
+    """The argument parser, with `--help` grouped: our model, data and training arguments before the Trainer's."""
+    demo_defaults = ", ".join(f"--{key} {value}" for key, value in DEMO_TRAINING_DEFAULTS.items() if key != "output_dir")
+    parser = HfArgumentParser(
+        (ModelArguments, DataArguments, VGDTrainingArguments),
+        description=HELP_DESCRIPTION.format(demo_defaults=f"--output_dir {DEMO_OUTPUT_DIR} ({SMOKE_OUTPUT_DIR} with --max_steps), {demo_defaults}"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="python run_vgd.py [CONFIG.json|CONFIG.yaml] | [--argument value ...]",
+    )
+    own_training = set(VGDTrainingArguments.__annotations__)
+    groups = [
+        (parser.add_argument_group("VGD-GPT2 model"), {f.name for f in fields(ModelArguments)}),
+        (parser.add_argument_group("Data (AVSD or the embedded demo)"), {f.name for f in fields(DataArguments)}),
+        (parser.add_argument_group("VGD-GPT2 training (our defaults: the paper's)"), own_training),
+        (parser.add_argument_group("transformers TrainingArguments (see the Trainer documentation)"), None),
+    ]
+    options = parser._optionals
+    for action in list(options._group_actions):
+        if action.dest == "help":
+            continue
+        if any(option.startswith("--no_") or option.startswith("--no-") for option in action.option_strings):
+            action.help = f"Switch off --{action.dest} (the same as --{action.dest} false)."
+        if action.dest in DEMO_TRAINING_DEFAULTS and action.help and not any(option.startswith("--no") for option in action.option_strings):
+            action.help = f"{action.help} [demo: {DEMO_TRAINING_DEFAULTS[action.dest] if action.dest != 'output_dir' else DEMO_OUTPUT_DIR}]"
+        group = next(group for group, names in groups if names is None or action.dest in names)
+        options._group_actions.remove(action)
+        group._group_actions.append(action)
+    return parser
+
+
 def parse_arguments(argv: list[str]):
     """Model / data / training arguments from the command line or from one JSON / YAML file. Runs without
     `--data_dir` get the demo's training defaults underneath whatever was given."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, VGDTrainingArguments))
+    parser = build_parser()
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
         path = os.path.abspath(argv[0])
         if path.endswith(".json"):
@@ -142,13 +211,13 @@ def parse_arguments(argv: list[str]):
             with open(path, encoding="utf-8") as f:
                 values = yaml.safe_load(f)
         if not values.get("data_dir"):
-            values = {**DEMO_TRAINING_DEFAULTS, **values}
+            values = {**DEMO_TRAINING_DEFAULTS, "output_dir": demo_output_dir([f"--{key}" for key in values]), **values}
         return parser.parse_dict(values)
     defaults = {}
     if torch.cuda.is_available():
         defaults.update(gpu_training_defaults())
     if "--data_dir" not in argv and not any(arg.startswith("--data_dir=") for arg in argv):
-        defaults.update(DEMO_TRAINING_DEFAULTS)
+        defaults.update(DEMO_TRAINING_DEFAULTS, output_dir=demo_output_dir(argv))
     prefix = []
     for key, value in defaults.items():
         prefix += [f"--{key}", str(value)]
@@ -159,12 +228,30 @@ def parse_arguments(argv: list[str]):
 # ---------------------------------------------------------------------------------------------- data
 
 
+def demo_cache_dir(data_args: DataArguments, output_dir: str) -> str:
+    """Where the demo keeps its synthetic dataset and scratch backbone, outside the model folder: --cache_dir, else
+    `demo-cache` beside the output folder (outputs/demo-cache for outputs/demo)."""
+    if data_args.cache_dir:
+        return os.path.join(data_args.cache_dir, "vgd-demo")
+    return os.path.join(os.path.dirname(os.path.abspath(output_dir)), "demo-cache")
+
+
+def _short_hash(values) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]
+
+
 def prepare_demo_data(data_args: DataArguments, model_args: ModelArguments, output_dir: str, main_process: bool):
-    """Generate (or reuse) the embedded synthetic dataset and, without --model_name_or_path, an offline GPT-2."""
+    """Generate (or reuse) the embedded synthetic dataset and, without --model_name_or_path, an offline GPT-2, in a
+    cache folder named by their settings (`demo_cache_dir`): the output folder holds the trained model only."""
     from avsd_dataset.offline_gpt2 import build_offline_gpt2
     from avsd_dataset.synthetic import corpus_texts, generate_synthetic_avsd
 
-    data_dir = os.path.join(output_dir, "data")
+    data_settings = {
+        "train": data_args.demo_num_train_dialogs, "valid": data_args.demo_num_valid_dialogs,
+        "test": data_args.demo_num_test_dialogs, "noise": data_args.demo_noise, "seed": data_args.demo_seed,
+    }
+    cache = demo_cache_dir(data_args, output_dir)
+    data_dir = os.path.join(cache, f"data-{_short_hash(data_settings)}")
     info = generate_synthetic_avsd(
         data_dir,
         num_train_dialogs=data_args.demo_num_train_dialogs,
@@ -178,12 +265,17 @@ def prepare_demo_data(data_args: DataArguments, model_args: ModelArguments, outp
     data_args.feature_dir = info.feature_root
     data_args.feature_streams = ",".join(info.config.streams)
     if model_args.model_name_or_path is None:
-        gpt2_dir = os.path.join(output_dir, "offline-gpt2")
-        build_offline_gpt2(
-            corpus_texts(data_dir, splits=("train",)), gpt2_dir, vocab_size=model_args.demo_vocab_size,
-            n_positions=256, n_embd=model_args.demo_n_embd, n_layer=model_args.demo_n_layer, n_head=model_args.demo_n_head,
-            dropout=model_args.demo_dropout,
+        shape = dict(
+            vocab_size=model_args.demo_vocab_size, n_positions=256, n_embd=model_args.demo_n_embd,
+            n_layer=model_args.demo_n_layer, n_head=model_args.demo_n_head, dropout=model_args.demo_dropout,
         )
+        gpt2_dir = os.path.join(cache, f"offline-gpt2-{_short_hash({**shape, 'data': data_settings})}")
+        if not os.path.isfile(os.path.join(gpt2_dir, "model.safetensors")):
+            staging = f"{gpt2_dir}.tmp-{os.getpid()}"
+            build_offline_gpt2(corpus_texts(data_dir, splits=("train",)), staging, **shape)
+            if os.path.isdir(gpt2_dir):
+                shutil.rmtree(gpt2_dir)
+            os.replace(staging, gpt2_dir)
         model_args.model_name_or_path = gpt2_dir
     return info
 
@@ -320,7 +412,7 @@ def shuffled_videos(split, seed: int):
     return split.remove_columns("image_id").add_column("image_id", shuffled)
 
 
-def print_demo_table(metrics: dict):
+def print_demo_table(metrics: dict, title: str = "test metrics"):
     rows = [(name, metrics[name]) for name in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr") if name in metrics]
     rows += [
         ("answer accuracy (video)", metrics.get("answer_accuracy")),
@@ -328,11 +420,79 @@ def print_demo_table(metrics: dict):
         ("answer accuracy (chance)", metrics.get("answer_accuracy_chance")),
     ]
     width = max(len(name) for name, _ in rows)
-    print("\n" + "-" * (width + 10))
+    print(f"\n***** {title} *****")
+    print("-" * (width + 10))
     for name, value in rows:
         if value is not None:
             print(f"{name:<{width}}  {value:7.3f}")
     print("-" * (width + 10))
+
+
+# ---------------------------------------------------------------------------------------------- output folder
+
+
+def prepare_output_dir(training_args, model_args: ModelArguments, demo: bool) -> str | None:
+    """Claim the output folder for this run (main process) and return the run id.
+
+    A folder that holds another run's results is refused, unless `--overwrite_output_dir` (its results are deleted),
+    `--resume_from_checkpoint` (the run continues: same run id), a demo run replaces an earlier demo run in the demo's
+    own folder (outputs/demo, outputs/smoke), or the run only evaluates the model saved in that folder."""
+    output_dir = training_args.output_dir
+    previous = read_run_info(output_dir)
+    if training_args.do_train and training_args.resume_from_checkpoint:
+        return (previous or {}).get("run_id")  # None: the run of the checkpoint resumed from
+    found = results_in_folder(output_dir)
+    evaluates_own_model = not training_args.do_train and model_args.model_name_or_path and os.path.abspath(model_args.model_name_or_path) == os.path.abspath(output_dir)
+    if found and not evaluates_own_model:
+        # the demo's own folders (no --output_dir given) take a new demo run's results
+        replaceable_demo = demo and (previous or {}).get("demo") and os.path.normpath(output_dir) in (DEMO_OUTPUT_DIR, SMOKE_OUTPUT_DIR)
+        if not (training_args.overwrite_output_dir or replaceable_demo):
+            shown = ", ".join(found[:6]) + (f" and {len(found) - 6} more" if len(found) > 6 else "")
+            raise FileExistsError(
+                f"the output folder {output_dir} holds the results of another run ({shown}). Pass --overwrite_output_dir "
+                "to replace them, --resume_from_checkpoint last to continue that run from its newest checkpoint, or "
+                "choose another --output_dir."
+            )
+        logger.info("Replacing the results of the earlier %srun in %s: %s", "demo " if replaceable_demo else "", output_dir, ", ".join(found))
+        remove_results(output_dir, found)
+    run_id = new_run_id()
+    check_output_dir_writable(output_dir, needed_bytes=0)  # room for the model is checked once it is built
+    write_json_atomic(
+        os.path.join(output_dir, RUN_INFO_NAME),
+        {"run_id": run_id, "demo": demo, "command": sys.argv[:1] + list(training_args._run_vgd_argv)},
+    )
+    return run_id
+
+
+def bytes_needed_on_disk(model, training_args) -> int:
+    """About what a run writes: the final model, and per kept checkpoint the model plus AdamW's two moments."""
+    parameter_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    checkpoints = 0
+    if training_args.do_train and training_args.save_strategy != "no":
+        checkpoints = training_args.save_total_limit or 2
+    elif training_args.do_train:
+        checkpoints = 1  # the emergency checkpoint after a failure
+    return parameter_bytes * (1 + 3 * checkpoints) + 32 * 2**20
+
+
+def check_distributed_launch(training_args) -> None:
+    """A launch of N processes that the Trainer does not see as one N-process run would train N separate models
+    into the same folder (e.g. a GPU config on a machine without GPUs and without --use_cpu)."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and training_args.world_size != launched:
+        raise RuntimeError(
+            f"launched as {launched} processes, but the Trainer sees a {training_args.world_size}-process run "
+            f"(device {training_args.device}): the processes would train separately. On a machine without GPUs, pass --use_cpu true."
+        )
+    ignored = [name for name, variable in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED")) if os.environ.get(variable) == "true"]
+    if ignored and training_args.device.type == "cpu" and training_args.process_index == 0:
+        logger.warning("The %s settings of the accelerate config are not used on the CPU: accelerate runs plain DDP there.", ignored[0])
+
+
+def configure_cpu_threads(training_args) -> None:
+    """Intra-op threads of torch on the CPU: `--cpu_threads` when given (the demo: 1)."""
+    if training_args.cpu_threads is not None and training_args.device.type == "cpu":
+        torch.set_num_threads(max(1, int(training_args.cpu_threads)))
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -341,6 +501,7 @@ def print_demo_table(metrics: dict):
 def main(argv: list[str] | None = None):
     argv = sys.argv[1:] if argv is None else argv
     model_args, data_args, training_args = parse_arguments(argv)
+    training_args._run_vgd_argv = list(argv)
     demo = data_args.data_dir is None
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         training_args.do_train = training_args.do_eval = training_args.do_predict = True
@@ -349,16 +510,30 @@ def main(argv: list[str] | None = None):
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S", handlers=[logging.StreamHandler(sys.stdout)]
     )
     log_level = training_args.get_process_log_level()
+    # our own status lines are INFO on the main process (the libraries keep their own level)
+    own_level = min(log_level, logging.INFO) if training_args.should_log and training_args.log_level == "passive" else log_level
     for log in (logger, logging.getLogger("trainer_vgd"), logging.getLogger("modeling_vgd_gpt2"), logging.getLogger("processing_vgd")):
-        log.setLevel(log_level)
+        log.setLevel(own_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.disable_progress_bar()  # no bars for writing / loading a model of a few MB
+    datasets.utils.logging.disable_progress_bar()
+    configure_cpu_threads(training_args)
     set_seed(training_args.seed)
+    check_distributed_launch(training_args)
 
     main_process = training_args.process_index == 0
+    run_id = None
+    with training_args.main_process_first(desc="output folder"):
+        if main_process:
+            run_id = prepare_output_dir(training_args, model_args, demo)
+    if training_args.world_size > 1:
+        from accelerate.utils import broadcast_object_list
+
+        run_id = broadcast_object_list([run_id])[0]
     if demo:
         with training_args.main_process_first(desc="synthetic data"):
-            demo_info = prepare_demo_data(data_args, model_args, training_args.output_dir, main_process)
+            prepare_demo_data(data_args, model_args, training_args.output_dir, main_process)
 
     # ------------------------------------------------------------------ data
     with training_args.main_process_first(desc="AVSD splits"):
@@ -375,6 +550,7 @@ def main(argv: list[str] | None = None):
     video_feature_dim = sum(stream_dims[stream] for stream in streams)
 
     # ------------------------------------------------------------------ model
+    set_seed(training_args.seed)  # the new layers' initialisation does not depend on what ran before (e.g. a cache miss)
     processor, model = load_processor_and_model(model_args, video_feature_dim, streams, data_args)
     caption_fields = [name.strip() for name in data_args.caption_fields.split(",") if name.strip()]
     collator = DataCollatorForVGD(
@@ -407,48 +583,87 @@ def main(argv: list[str] | None = None):
         data_collator=collator,
         processing_class=processor,
         eval_generation_dataset=eval_generation_dataset,
+        run_id=run_id,
     )
+    if main_process:
+        check_output_dir_writable(training_args.output_dir, bytes_needed_on_disk(model, training_args))
+    written = {}  # what this run wrote where, for the closing lines
 
     # ------------------------------------------------------------------ train
     if training_args.do_train:
-        checkpoint = training_args.resume_from_checkpoint
-        if isinstance(checkpoint, str) and checkpoint.lower() in ("true", "last"):
-            checkpoint = get_last_checkpoint(training_args.output_dir)
-            if checkpoint is None:
-                raise ValueError(f"--resume_from_checkpoint {training_args.resume_from_checkpoint}: no checkpoint-* folder in {training_args.output_dir}")
-            logger.info("Resuming from %s", checkpoint)
         try:
-            train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        except BaseException:
+            train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        except BaseException as error:
             if training_args.world_size == 1 and trainer.state.global_step > 0:
-                trainer._save_checkpoint(trainer.model, trial=None)
-                logger.error("Training stopped at step %d; a checkpoint of that step is in %s", trainer.state.global_step, training_args.output_dir)
+                where = trainer.save_emergency_checkpoint()
+                note = (
+                    f"Training stopped at step {trainer.state.global_step}; "
+                    + (f"the trained state of that step is saved in {where} (continue with --resume_from_checkpoint {where})" if where else "no folder could take a checkpoint")
+                )
+                logger.error("%s (%s: %s)", note, type(error).__name__, error)
+                error.add_note(note)  # printed under the traceback
             raise
-        logger.warning(
-            "process %d of %d trained %d steps", training_args.process_index, training_args.world_size, trainer.state.global_step
-        )
-        trainer.save_model()  # the trained model is on disk before any evaluation, prediction or push
+        logger.info("process %d of %d trained %d step(s)", training_args.process_index, training_args.world_size, trainer.state.global_step)
+        # the trained model is on disk before any evaluation, prediction or push (in a rescue folder if need be)
+        written["model"] = trainer.save_model_or_rescue()
         metrics = train_result.metrics
         metrics["train_samples"] = len(train_dataset)
         metrics["truncation"] = dict(processor.truncation_stats.as_dict()) if hasattr(processor.truncation_stats, "as_dict") else None
         trainer.log_metrics("train", {k: v for k, v in metrics.items() if not isinstance(v, dict)})
         trainer.save_metrics("train", {k: v for k, v in metrics.items() if not isinstance(v, dict)})
         trainer.save_state()
+        if trainer.is_world_process_zero():
+            trainer.create_model_card(dataset=describe_data(data_args, demo))
 
+    try:
+        all_metrics = evaluate_predict_and_share(
+            trainer, training_args, data_args, splits, stores, processor, caption_fields, test_json_path, eval_dataset, turns, demo, written
+        )
+    except BaseException:
+        if "model" in written:
+            logger.error("The run failed after training; the trained model is saved in %s", written["model"])
+        raise
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # every process finishes together and closes its process group (no aborts at interpreter exit)
+        trainer.accelerator.wait_for_everyone()
+        torch.distributed.destroy_process_group()
+    if trainer.is_world_process_zero():
+        report_outputs(written)
+    return all_metrics
+
+
+def describe_data(data_args: DataArguments, demo: bool) -> str:
+    if demo:
+        return (
+            f"the embedded synthetic AVSD-format task ({data_args.demo_num_train_dialogs} training dialogues, noise "
+            f"{data_args.demo_noise}, seed {data_args.demo_seed}), generated by avsd_dataset.synthetic"
+        )
+    return f"AVSD ({data_args.dataset_config} files in {data_args.data_dir}; features {data_args.feature_streams})"
+
+
+def report_outputs(written: dict) -> None:
+    """The closing lines: where the model, metrics and predictions were written."""
+    labels = {"model": "model (load with from_pretrained)", "predictions": "predictions (official result format)"}
+    lines = [f"  {labels.get(key, key):<36} {os.path.abspath(path)}" for key, path in written.items()]
+    if lines:
+        print("Written:\n" + "\n".join(lines))
+
+
+def evaluate_predict_and_share(trainer, training_args, data_args, splits, stores, processor, caption_fields, test_json_path, eval_dataset, turns, demo, written):
     all_metrics = {}
     # ------------------------------------------------------------------ evaluate
     if training_args.do_eval and eval_dataset is not None:
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
+        written["eval metrics"] = os.path.join(training_args.output_dir, "eval_results.json")
 
     # ------------------------------------------------------------------ predict
     if training_args.do_predict:
         test_generation = turns("test", for_generation=True)
         predictions = trainer.generate_responses(test_generation, description="Decoding the test split")
         if trainer.is_world_process_zero():
-            result_path = write_result_file(test_json_path, splits["test"], predictions, os.path.join(training_args.output_dir, "test_result.json"))
-            logger.info("Predictions (official DSTC7 result format): %s", result_path)
+            written["predictions"] = write_result_file(test_json_path, splits["test"], predictions, os.path.join(training_args.output_dir, "test_result.json"))
             empty = sum(1 for text in predictions if not text.strip())
             if empty:
                 logger.warning("%d of %d generated answers are empty (scored as empty, as the official package does)", empty, len(predictions))
@@ -472,22 +687,22 @@ def main(argv: list[str] | None = None):
                 answer_accuracy_chance=accuracy["chance"],
             )
         if trainer.is_world_process_zero():
-            with open(os.path.join(training_args.output_dir, "metrics.json"), "w", encoding="utf-8") as f:
-                json.dump(all_metrics, f, indent=2)
+            written["test metrics"] = os.path.join(training_args.output_dir, "metrics.json")
+            write_json_atomic(written["test metrics"], all_metrics)
             if demo:
-                print_demo_table(all_metrics)
+                print_demo_table(all_metrics, f"test metrics ({len(predictions)} turns)")
+            else:
+                trainer.log_metrics("test", all_metrics)
 
-    # ------------------------------------------------------------------ share
+    # ------------------------------------------------------------------ model card, share
+    if trainer.is_world_process_zero() and (training_args.do_train or "model" in written):
+        trainer.create_model_card(test_metrics=all_metrics, dataset=describe_data(data_args, demo))
     if training_args.push_to_hub:
         try:
-            trainer.push_to_hub(commit_message="VGD-GPT2 fine-tuned with run_vgd.py", test_metrics=all_metrics)
+            trainer.push_to_hub(commit_message="VGD-GPT2 fine-tuned with run_vgd.py", test_metrics=all_metrics, dataset=describe_data(data_args, demo))
         except Exception:
             logger.exception("Pushing to the Hub failed; the trained model is kept in %s", training_args.output_dir)
             raise
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        # every process finishes together and closes its process group (no aborts at interpreter exit)
-        trainer.accelerator.wait_for_everyone()
-        torch.distributed.destroy_process_group()
     return all_metrics
 
 

@@ -7,22 +7,47 @@
   Trainer's logging; `evaluate()` decodes responses with beam search and scores them (BLEU-1..4, METEOR,
   ROUGE-L, CIDEr by default), so the best checkpoint is chosen by a generation metric.
 - `DialogueTurnDataset` / `GenerationCollator`: AVSD rows + video features -> processor inputs.
+- Checkpoints are written atomically (`tmp-checkpoint-N` renamed to `checkpoint-N` when complete) and hold every
+  random state that shapes training (sampler epoch seed, data collator generator, torch / numpy / python RNGs), so
+  a resumed run ends bit-identical to an uninterrupted one; `train(resume_from_checkpoint="last")` takes the newest
+  complete checkpoint of this run (see `checkpointing_vgd.py`).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
+import random
+import shutil
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from accelerate.utils import broadcast_object_list, gather_object
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainingArguments
-from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_callback import ExportableState, ProgressCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from checkpointing_vgd import (
+    CHECKPOINT_INFO_NAME,
+    STAGING_PREFIX,
+    checkpoint_problem,
+    find_last_complete_checkpoint,
+    fix_file_modes,
+    fsync_dir,
+    fsync_tree,
+    read_checkpoint_info,
+    read_run_info,
+    rescue_dir,
+    write_json_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +80,17 @@ class VGDTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the datasets hand processor outputs already."})
     train_sampling_strategy: str = field(
         default="group_by_length", metadata={"help": "group_by_length batches sequences of similar length (less padding)."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace the results of an earlier run in --output_dir (its model, metrics, predictions and "
+                  "checkpoints are deleted first). Without it, run_vgd.py refuses a folder holding another run's results."},
+    )
+    cpu_threads: int | None = field(
+        default=None,
+        metadata={"help": "torch intra-op threads on the CPU (run_vgd.py). Default: $OMP_NUM_THREADS when set, else torch's "
+                  "default (one per core); the demo uses 1 (fast for its small model, robust on a busy machine, the same "
+                  "numbers on every machine)."},
     )
 
 
@@ -153,6 +189,72 @@ def avsd_caption_metrics(predictions: list[str], references: list[list[str]]) ->
     return compute_caption_metrics(predictions, references)
 
 
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """`LengthGroupedSampler` whose order is a function of `(seed, epoch)` only, not of the global torch RNG: a run
+    resumed mid-epoch sees the same order as the uninterrupted run, and every process of a distributed run the same."""
+
+    def __init__(self, batch_size: int, dataset=None, lengths=None, seed: int = 0):
+        super().__init__(batch_size, dataset=dataset, lengths=lengths)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        generator = torch.Generator()
+        generator.manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+def _capture_rng_states() -> dict:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.random.set_rng_state(states["cpu"])
+    if "cuda" in states:
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class _CollatorStateRecorder:
+    """Wraps the training data collator: before each batch it records the collator's random state, so the state
+    to restore is known for the first batch that training has not consumed yet (the data loader prefetches)."""
+
+    def __init__(self, collator, states: deque):
+        self.collator = collator
+        self.states = states
+
+    def __call__(self, examples):
+        if torch.utils.data.get_worker_info() is None:
+            self.states.append(self.collator.state_dict())
+        return self.collator(examples)
+
+
+class LabelledProgressCallback(ProgressCallback):
+    """The Trainer's progress bars, labelled: "Training" (continuing from the resumed step) and "Evaluation loss"."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.training_bar = tqdm(total=state.max_steps, initial=state.global_step, desc="Training", dynamic_ncols=True)
+        self.current_step = state.global_step
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if state.is_world_process_zero and self.prediction_bar is None and eval_dataloader is not None and hasattr(eval_dataloader, "__len__"):
+            self.prediction_bar = tqdm(total=len(eval_dataloader), desc="Evaluation loss", leave=self.training_bar is None, dynamic_ncols=True)
+        super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
+
+    def close_prediction_bar(self):
+        if self.prediction_bar is not None:
+            self.prediction_bar.close()
+            self.prediction_bar = None
+
+
 # ---------------------------------------------------------------------------------------------- trainer
 
 
@@ -166,12 +268,21 @@ class VGDTrainer(Trainer):
         compute_generation_metrics (`Callable[[list[str], Dataset], dict]`, *optional*):
             Scores decoded responses; defaults to the AVSD captioning metrics against
             `eval_generation_dataset.references`.
+        run_id (`str`, *optional*):
+            The run this trainer continues: recorded in every checkpoint, and `resume_from_checkpoint="last"` only
+            takes checkpoints of this run. Default: the run named in the output folder's `_run_vgd.json`, if any.
     """
 
-    def __init__(self, *args, eval_generation_dataset=None, compute_generation_metrics: Callable | None = None, **kwargs):
+    def __init__(self, *args, eval_generation_dataset=None, compute_generation_metrics: Callable | None = None, run_id: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.eval_generation_dataset = eval_generation_dataset
         self.compute_generation_metrics = compute_generation_metrics
+        if run_id is None:
+            run_id = (read_run_info(self.args.output_dir) or {}).get("run_id")
+        self.run_id = run_id
+        self._collator_states: deque = deque()
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(LabelledProgressCallback)
         # compute_loss normalises every objective by its item count over all accumulation steps and processes.
         self.loss_is_scaled_for_ga = True
         self._objective_totals: dict[str, torch.Tensor] | None = None
@@ -253,6 +364,11 @@ class VGDTrainer(Trainer):
             if name in losses:
                 self._objective_loss_sums[index] += losses[name].detach().to(torch.float64)
 
+    def _maybe_log_save_evaluate(self, *args, **kwargs):
+        # the Trainer moves `_globalstep_last_logged` before calling `log`; the components average over the same steps
+        self._objective_steps_last_logged = self._globalstep_last_logged
+        return super()._maybe_log_save_evaluate(*args, **kwargs)
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Adds the weighted objective losses, averaged over the logging interval like `loss`, to training logs."""
         if "loss" in logs and self._objective_loss_sums is not None:
@@ -271,10 +387,213 @@ class VGDTrainer(Trainer):
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if self.args.train_sampling_strategy == "group_by_length" and hasattr(dataset, "lengths"):
-            return LengthGroupedSampler(
-                self.args.train_batch_size * self.args.gradient_accumulation_steps, dataset=dataset, lengths=dataset.lengths
+            return EpochSeededLengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps, dataset=dataset, lengths=dataset.lengths,
+                seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
             )
         return super()._get_train_sampler(train_dataset)
+
+    def _get_collator_with_removed_columns(self, data_collator, description=None):
+        """Training batches: the collator's random state is recorded per batch (exact resumption). Evaluation and
+        test batches: a copy of the collator restarted from its seed, so the evaluation loss does not depend on when
+        it is computed and does not move the training collator's random sequence."""
+        collator = super()._get_collator_with_removed_columns(data_collator, description=description)
+        if not (hasattr(data_collator, "state_dict") and collator is data_collator):
+            return collator
+        if description == "Training":
+            self._collator_states.clear()
+            return _CollatorStateRecorder(data_collator, self._collator_states)
+        fresh = copy.copy(data_collator)
+        fresh.reseed()
+        return fresh
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        # the random states at the start of this optimizer step: what a checkpoint taken before the step completes
+        # (after a failure inside it) must hold to replay it exactly
+        self._step_start = {"global_step": self.state.global_step, "collator": self._next_collator_state(), "rng": _capture_rng_states()}
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        for _ in range(min(len(batch_samples), len(self._collator_states))):
+            self._collator_states.popleft()
+        return batch_samples, num_items_in_batch
+
+    def _next_collator_state(self) -> dict | None:
+        if not hasattr(self.data_collator, "state_dict"):
+            return None
+        return self._collator_states[0] if self._collator_states else self.data_collator.state_dict()
+
+    def _inside_a_step(self) -> bool:
+        """True after a failure between fetching an optimizer step's batches and completing the step."""
+        return getattr(self, "_step_start", None) is not None and self._step_start["global_step"] == self.state.global_step
+
+    def collator_state_for_resume(self) -> dict | None:
+        """The data collator's random state before the first batch of the next optimizer step."""
+        return self._step_start["collator"] if self._inside_a_step() else self._next_collator_state()
+
+    def _save_rng_state(self, output_dir):
+        """The RNG states after the last completed optimizer step (also when saving after a failure inside a step)."""
+        if not self._inside_a_step():
+            return super()._save_rng_state(output_dir)
+        now = _capture_rng_states()
+        _restore_rng_states(self._step_start["rng"])
+        try:
+            return super()._save_rng_state(output_dir)
+        finally:
+            _restore_rng_states(now)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """`Trainer.train`; `resume_from_checkpoint` may also be `"last"` (or `True`): the newest complete checkpoint
+        of this run in `output_dir`, chosen as `find_last_complete_checkpoint` explains (logged)."""
+        if resume_from_checkpoint is True or (isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() in ("true", "last")):
+            resume_from_checkpoint = self.last_complete_checkpoint()
+        elif isinstance(resume_from_checkpoint, str):
+            problem = checkpoint_problem(resume_from_checkpoint) if os.path.isdir(resume_from_checkpoint) else "no such folder"
+            if problem:
+                raise ValueError(f"cannot resume from {resume_from_checkpoint}: {problem}")
+        self._step_start = None
+        if resume_from_checkpoint:
+            info = read_checkpoint_info(resume_from_checkpoint) or {}
+            if info.get("collator") is not None and hasattr(self.data_collator, "load_state_dict"):
+                self.data_collator.load_state_dict(info["collator"])
+            if self.run_id is None:
+                self.run_id = info.get("run_id")
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+
+    def last_complete_checkpoint(self) -> str:
+        """The newest complete checkpoint of this run in `output_dir`; says which, and why newer folders were skipped."""
+        path, skipped = find_last_complete_checkpoint(self.args.output_dir, self.run_id)
+        for folder, reason in skipped:
+            logger.info("Skipping %s: %s", folder, reason)
+        if path is None:
+            reasons = "; ".join(f"{os.path.basename(folder)}: {reason}" for folder, reason in skipped) or "there is no checkpoint-* folder"
+            raise ValueError(f"no complete checkpoint of this run to resume from in {self.args.output_dir} ({reasons})")
+        logger.info("Resuming from %s, the newest complete checkpoint of this run", path)
+        return path
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """The base class's checkpoint (model, optimizer, scheduler, RNG states, trainer state) plus
+        `vgd_state.json` (run id, data collator state), written into `tmp-checkpoint-N` and renamed to
+        `checkpoint-N` only once every file is on disk: an interrupted save never leaves a folder that looks complete."""
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        run_dir = self._get_output_dir(trial=trial)
+        final_dir = os.path.join(run_dir, name)
+        staging_dir = os.path.join(run_dir, STAGING_PREFIX + name)
+        if self.args.should_save and os.path.isdir(staging_dir):
+            shutil.rmtree(staging_dir)
+        self.accelerator.wait_for_everyone()
+        if self.hp_search_backend is None and trial is None:
+            self.store_flos()
+        self.save_model(staging_dir, _internal_call=True)
+        if self.args.save_strategy in ("steps", "epoch", "best") and self.state.best_global_step:
+            best_dir = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}")
+            if self.state.best_global_step == self.state.global_step or os.path.exists(best_dir):
+                self.state.best_model_checkpoint = best_dir
+        if not self.args.save_only_model:
+            self._save_optimizer_and_scheduler(staging_dir)
+            self._save_scaler(staging_dir)
+            self._save_rng_state(staging_dir)
+        self.accelerator.wait_for_everyone()  # every process has written its part (RNG states, shards)
+        if self.args.should_save:
+            for callback in self.callback_handler.callbacks + [self.control]:
+                if isinstance(callback, ExportableState):
+                    callback_name = callback.__class__.__name__
+                    if isinstance(self.state.stateful_callbacks.get(callback_name), list):
+                        self.state.stateful_callbacks[callback_name].append(callback.state())
+                    else:
+                        self.state.stateful_callbacks[callback_name] = callback.state()
+            self.state.save_to_json(os.path.join(staging_dir, "trainer_state.json"))
+            write_json_atomic(
+                os.path.join(staging_dir, CHECKPOINT_INFO_NAME),
+                {"run_id": self.run_id, "global_step": self.state.global_step, "collator": self.collator_state_for_resume()},
+            )
+            fix_file_modes(staging_dir)
+            fsync_tree(staging_dir)
+            replaced = None
+            if os.path.isdir(final_dir):  # an older save of the same step (e.g. before a resume): moved aside first
+                replaced = os.path.join(run_dir, f"{STAGING_PREFIX}replaced-{name}")
+                if os.path.isdir(replaced):
+                    shutil.rmtree(replaced)
+                os.replace(final_dir, replaced)
+            os.replace(staging_dir, final_dir)
+            fsync_dir(run_dir)
+            if replaced:
+                shutil.rmtree(replaced)
+        self.accelerator.wait_for_everyone()
+        if self.args.push_to_hub:
+            self._push_from_checkpoint(final_dir)
+        if self.args.should_save:
+            from transformers.trainer_utils import rotate_checkpoints
+
+            rotate_checkpoints(
+                output_dir=run_dir, save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True,
+            )
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        """No warning for the tied output embedding, which a checkpoint does not store (it is the input embedding)."""
+        tied = set(getattr(self.model, "_tied_weights_keys", None) or {})
+        if load_result.missing_keys and set(load_result.missing_keys) <= tied and not load_result.unexpected_keys:
+            self.model.tie_weights()
+            return
+        super()._issue_warnings_after_load(load_result)
+
+    def save_emergency_checkpoint(self) -> str | None:
+        """After a failure: the newest trained state as a checkpoint in `output_dir`, or, if that folder cannot take
+        it, in the first writable rescue folder (`checkpointing_vgd.rescue_dir`). Returns where, None if nowhere."""
+        if self.state.global_step == 0:
+            return None
+        existing = os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if os.path.isdir(existing) and checkpoint_problem(existing) is None and (read_checkpoint_info(existing) or {}).get("run_id") == self.run_id:
+            return existing  # this step's checkpoint is already on disk
+        try:
+            self._save_checkpoint(self.model, trial=None)
+            return os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        except Exception as error:
+            logger.error("Could not write a checkpoint into %s (%s)", self.args.output_dir, error)
+        return self._save_into_rescue_dir(self._save_checkpoint_into)
+
+    def save_model_or_rescue(self, output_dir: str | None = None) -> str:
+        """`save_model(output_dir)`; when that fails, the model is saved into a rescue folder and the error names it."""
+        output_dir = output_dir or self.args.output_dir
+        try:
+            self.save_model(output_dir)
+            return output_dir
+        except Exception as error:
+            if self.args.world_size == 1:
+                where = self._save_into_rescue_dir(self._save_checkpoint_into)
+            else:  # only this process is here: the model alone, without the collective checkpoint steps
+                where = self._save_into_rescue_dir(lambda folder: self._save(os.path.join(folder, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")))
+            raise OSError(
+                f"saving the trained model into {output_dir} failed ({error}); "
+                + (f"the trained state (model, optimizer, trainer state) was saved into {where}" if where else "no rescue folder was writable either")
+            ) from error
+
+    def _save_checkpoint_into(self, folder: str) -> None:
+        original = self.args.output_dir
+        self.args.output_dir = folder
+        try:
+            self._save_checkpoint(self.model, trial=None)
+        finally:
+            self.args.output_dir = original
+
+    def _save_into_rescue_dir(self, save) -> str | None:
+        for folder in rescue_dir(self.args.output_dir, self.run_id):
+            try:
+                os.makedirs(folder, exist_ok=True)
+                save(folder)
+            except Exception as error:
+                logger.error("Could not save into the rescue folder %s either (%s)", folder, error)
+                continue
+            return os.path.join(folder, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        return None
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """`Trainer.save_model`, then every file gets the usual mode (safetensors writes the weights 0600)."""
+        super().save_model(output_dir, _internal_call=_internal_call)
+        folder = output_dir or self.args.output_dir
+        if self.args.should_save and os.path.isdir(folder):
+            fix_file_modes(folder)
 
     # ------------------------------------------------------------------ generation
 
@@ -339,6 +658,9 @@ class VGDTrainer(Trainer):
                 ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix,
             )
             metrics.update({k: v for k, v in output.metrics.items() if not k.endswith(("_runtime", "_per_second"))})
+            for callback in self.callback_handler.callbacks:
+                if isinstance(callback, LabelledProgressCallback):
+                    callback.close_prediction_bar()  # before the decoding bar starts
         if self.eval_generation_dataset is not None:
             predictions = self.generate_responses(
                 self.eval_generation_dataset, description="Decoding for evaluation", max_examples=self.args.eval_max_generation_examples
@@ -358,11 +680,12 @@ class VGDTrainer(Trainer):
 
     def create_model_card(self, model_name: str | None = None, test_metrics: dict | None = None, **kwargs) -> None:
         """Writes the model card (`README.md` of the output folder, pushed with the model): what the model is,
-        its metrics, the data and training setup, and how to load it."""
+        its metrics, the data (`dataset`, a description) and training setup, and how to load it."""
         if not self.is_world_process_zero():
             return
         config = self.model.config
-        repo_id = self.hub_model_id or model_name or "path/to/this/folder"
+        repo_id = self.hub_model_id or model_name or os.path.abspath(self.args.output_dir)
+        dataset = kwargs.get("dataset")
         eval_metrics = next((log for log in reversed(self.state.log_history) if "eval_CIDEr" in log), {})
         rows = []
         for name in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"):
@@ -382,7 +705,7 @@ tags:
 - custom_code
 ---
 
-# {model_name or repo_id.split("/")[-1]}
+# {model_name or os.path.basename(repo_id.rstrip("/"))}
 
 VGD-GPT2 (Le & Hoi, ACL 2020): GPT-2 fine-tuned on pre-extracted video features plus the caption and dialogue
 history, to answer questions about a video. Video features ({config.video_pooling}, D = {config.video_feature_dim})
@@ -397,6 +720,11 @@ modality (cap / usr / sys), turn and position encodings; both form one GPT-2 seq
 {"".join(f"| {k} | - | {v:.3f} |{chr(10)}" for k, v in extra.items())}
 Test scores follow the official DSTC7 AVSD protocol (last turn of each dialogue, 6 references, the official
 stopword filter, PTB tokenisation, pycocoevalcap scorers).
+
+## Data
+
+{dataset or "AVSD (DSTC7): pre-extracted video features, captions and dialogues"}; {self.state.global_step} optimizer steps
+({self.state.epoch or 0:.2f} epochs).
 
 ## Training
 

@@ -29,13 +29,25 @@ def test_smoke_run_writes_model_predictions_and_metrics(tmp_path):
     assert expected <= set(metrics)
     assert json.loads((output_dir / "metrics.json").read_text()) == pytest.approx(metrics)
     result = json.loads((output_dir / "test_result.json").read_text())
-    test = json.loads((output_dir / "data" / "test_set4DSTC7-AVSD.json").read_text())
+    data_dirs = glob.glob(os.path.join(run_vgd.demo_cache_dir(run_vgd.DataArguments(), str(output_dir)), "data-*"))
+    assert len(data_dirs) == 1
+    test = json.loads(open(os.path.join(data_dirs[0], "test_set4DSTC7-AVSD.json")).read())
     assert [d["image_id"] for d in result["dialogs"]] == [d["image_id"] for d in test["dialogs"]]
     assert all(d["dialog"][-1]["answer"] != "__UNDISCLOSED__" for d in result["dialogs"])
     assert (output_dir / "model.safetensors").exists() and (output_dir / "processor_config.json").exists()
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert any("response_loss" in log for log in state["log_history"])
     assert "eval_CIDEr" in json.loads((output_dir / "eval_results.json").read_text())
+    # the folder is a model folder: no dataset, no scratch backbone; a model card; ordinary file modes
+    assert not (output_dir / "data").exists() and not (output_dir / "offline-gpt2").exists()
+    assert not [name for name in os.listdir(output_dir) if os.path.isdir(output_dir / name)]
+    card = (output_dir / "README.md").read_text()
+    assert "## Metrics" in card and "## Data" in card and "## Training" in card and "AutoModelForCausalLM.from_pretrained" in card
+    assert f"| answer_accuracy | - | {metrics['answer_accuracy']:.3f} |" in card
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("model.safetensors", "config.json", "README.md"):
+        assert os.stat(output_dir / name).st_mode & 0o777 == 0o666 & ~umask, name
 
 
 @pytest.mark.parametrize("config", sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "*.yaml"))))
@@ -94,11 +106,13 @@ def test_two_process_accelerate_launch_trains_and_the_model_reloads(tmp_path):
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
         os.path.join(REPO_ROOT, "run_vgd.py"), *TINY, "--max_steps", "2", "--do_train", "--output_dir", str(tmp_path), "--logging_steps", "1",
+        "--log_level_replica", "info",
     ]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "process 0 of 2" in result.stdout and "process 1 of 2" in result.stdout
+    assert " - WARNING - " not in result.stdout
     from modeling_vgd_gpt2 import VGDGPT2ForDialogue
 
     model = VGDGPT2ForDialogue.from_pretrained(tmp_path)
