@@ -616,9 +616,17 @@ def test_collator_mvt_negatives_swap_video_and_drop_other_labels(processor):
         if labels[i] == 1:
             assert own.shape == videos[i].shape and torch.equal(own, videos[i])
             continue
-        partner = [j for j in range(3) if j != i and own.shape == videos[j].shape and torch.equal(own, videos[j])]
-        assert len(partner) == 1  # another example's video
-        assert torch.equal(text, original)  # own text
+        # another example's video, masked like a positive's: the masked regions are zeroed, the others kept
+        zeroed = own.abs().sum(-1) == 0
+        assert zeroed.any()
+        partner = [
+            j for j in range(3)
+            if j != i and own.shape == videos[j].shape and torch.equal(own[~zeroed], videos[j][~zeroed])
+        ]
+        assert len(partner) == 1
+        # own text, masked like a positive's: <mask> only where a context token was
+        masked = text == processor.mask_token_id
+        assert masked.any() and torch.equal(text[~masked], original[~masked])
         assert (batch["labels"][i] == -100).all() and (batch["mlm_labels"][i] == -100).all()
         assert not batch["mvm_mask"][i].any()
         assert (batch["modality_ids"][i][:num_video] == MODALITY_VIS).all() and (batch["turn_ids"][i][:num_video] == 0).all()
