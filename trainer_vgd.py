@@ -2,7 +2,8 @@
 
 - `VGDTrainingArguments`: `TrainingArguments` with the paper's defaults, the loss weights and the decoding
   settings used in evaluation.
-- `VGDTrainer`: `compute_loss` = `1.5 * response + mlm + mvm + mvt` (weights are arguments), each objective
+- `VGDTrainer`: `compute_loss` = `1.5 * response + mlm + mvm + mvt` (weights are arguments; the response on an
+  unmasked copy of each matching pair by default, `response_context`), each objective
   normalised by its own item count across gradient-accumulation steps and processes, each logged with the
   Trainer's logging; `evaluate()` decodes responses with beam search and scores them (BLEU-1..4, METEOR,
   ROUGE-L, CIDEr by default), so the best checkpoint is chosen by a generation metric.
@@ -42,6 +43,13 @@ class VGDTrainingArguments(TrainingArguments):
     generation_max_new_tokens: int = field(default=20, metadata={"help": "Longest generated response, in tokens."})
     generation_min_new_tokens: int = field(default=1, metadata={"help": "Shortest generated response, in tokens."})
     generation_length_penalty: float = field(default=1.0, metadata={"help": "Beam-search length penalty."})
+    response_context: str = field(
+        default="clean",
+        metadata={
+            "help": "Context of the response loss: 'clean' (an unmasked copy of every matching pair, in the same forward "
+            "pass as the masked batch of MLM / MVM / MVT; as at decoding time) or 'masked' (the MLM / MVM-masked input)."
+        },
+    )
     eval_max_generation_examples: int | None = field(
         default=None, metadata={"help": "Decode only the first N evaluation turns (the full AVSD validation split has 35k)."}
     )
@@ -193,7 +201,7 @@ class VGDTrainer(Trainer):
                 mvm_mask = mvm_mask & inputs["video_mask"].bool()
             counts[2] = mvm_mask.sum() * inputs["video_features"].shape[-1]
         if inputs.get("mvt_labels") is not None:
-            counts[3] = inputs["mvt_labels"].numel()
+            counts[3] = inputs["mvt_labels"].ne(-100).sum()
         return counts
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
@@ -230,8 +238,46 @@ class VGDTrainer(Trainer):
             losses[name] = weights[name] * loss
         return losses
 
+    @staticmethod
+    def with_clean_response_rows(inputs: dict) -> dict:
+        """The batch for `response_context="clean"`: the collated (masked) rows without their response labels,
+        followed by an unmasked copy of every row that has response labels (original tokens back at the
+        `<mask>` positions, no masked region, MLM targets -100, MVT label -100 = no matching target). One forward
+        pass then gives the response loss on clean context and the MLM / MVM / MVT losses on the masked rows."""
+        labels = inputs.get("labels")
+        if labels is None or (inputs.get("mlm_labels") is None and inputs.get("mvm_mask") is None):
+            return inputs
+        rows = (labels != -100).any(dim=1)
+        clean_ids = inputs["input_ids"][rows]
+        if inputs.get("mlm_labels") is not None:
+            mlm_labels = inputs["mlm_labels"][rows]
+            clean_ids = torch.where(mlm_labels != -100, mlm_labels, clean_ids)
+        clean = {"input_ids": clean_ids, "labels": labels[rows]}
+        ignored = {"labels": -100, "mlm_labels": -100, "mvt_labels": -100}
+        combined = {}
+        for key, value in inputs.items():
+            if not isinstance(value, torch.Tensor) or value.ndim == 0 or value.shape[0] != labels.shape[0]:
+                combined[key] = value
+                continue
+            if key in clean:
+                copy = clean[key]
+            elif key in ignored:
+                copy = torch.full_like(value[rows], ignored[key])
+            elif key == "mvm_mask":
+                copy = torch.zeros_like(value[rows])
+            else:
+                copy = value[rows]
+            masked = torch.full_like(value, -100) if key == "labels" else value
+            combined[key] = torch.cat([masked, copy])
+        return combined
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(**inputs)
+        if self.args.response_context == "clean":
+            outputs = model(**self.with_clean_response_rows(inputs))
+        elif self.args.response_context == "masked":
+            outputs = model(**inputs)
+        else:
+            raise ValueError(f"response_context must be 'clean' or 'masked', got {self.args.response_context!r}")
         normalise_globally = model.training and num_items_in_batch is not None and self._objective_totals is not None
         losses = self.weighted_objective_losses(outputs, inputs, normalise_globally)
         if not losses:

@@ -32,9 +32,12 @@ def tiny_model(seed=0):
     torch.manual_seed(seed)
     model = VGDGPT2ForDialogue(config).eval()
     with torch.no_grad():  # every table clearly non-zero, so a dropped term is visible
-        for table in (model.modality_embeddings, model.turn_embeddings, model.video_frame_embeddings, model.transformer.wpe):
+        for table in (model.modality_embeddings, model.turn_embeddings, model.video_frame_embeddings, model.transformer.wpe, model.transformer.wte):
             table.weight.normal_(0.0, 1.0)
         model.video_projection.bias.normal_(0.0, 1.0)
+        for block in model.transformer.h:  # attention that mixes the context noticeably
+            block.attn.c_attn.weight.normal_(0.0, 0.3)
+            block.attn.c_proj.weight.normal_(0.0, 0.3)
     return model
 
 
@@ -209,9 +212,18 @@ def test_masked_region_input_is_zero_and_its_target_the_original(model):
 # ---------------------------------------------------------------------------------------------- trainer
 
 
-def test_trainer_weights_and_normalises_each_objective_by_its_own_items(model, tmp_path):
+def clean_copy(batch):
+    """The batch without MLM / MVM corruption: original tokens at the masked positions, no masked region."""
+    clean = {key: value for key, value in batch.items() if key not in ("mlm_labels", "mvm_mask", "mvt_labels")}
+    clean["input_ids"] = torch.where(batch["mlm_labels"] != -100, batch["mlm_labels"], batch["input_ids"])
+    return clean
+
+
+@pytest.mark.parametrize("response_context", ["clean", "masked"])
+def test_trainer_weights_and_normalises_each_objective_by_its_own_items(model, tmp_path, response_context):
     """Over two accumulated micro-batches with different item counts per objective, the summed training loss is
-    sum_o w_o * (sum of o's per-item losses) / (o's items over both), with w = (1.5, 1, 1, 1)."""
+    sum_o w_o * (sum of o's per-item losses) / (o's items over both), with w = (1.5, 1, 1, 1); the response loss
+    is that of the unmasked batch (`response_context="clean"`) or of the masked one ("masked")."""
     first = training_batch()
     second = {key: value[1:] for key, value in training_batch().items()}  # row 1 alone: other proportions
     second["mvt_labels"] = torch.tensor([1.0])
@@ -227,14 +239,22 @@ def test_trainer_weights_and_normalises_each_objective_by_its_own_items(model, t
     assert items(first) == {"response": 5, "mlm": 3, "mvm": 15, "mvt": 2}
     assert items(second) == {"response": 2, "mlm": 1, "mvm": 5, "mvt": 1}
     weights = {"response": 1.5, "mlm": 1.0, "mvm": 1.0, "mvt": 1.0}
-    outputs = [run_with_probes(model, batch)[0] for batch in (first, second)]
+    losses = []
+    for batch in (first, second):
+        out = run_with_probes(model, batch)[0]
+        response = run_with_probes(model, clean_copy(batch))[0].response_loss if response_context == "clean" else out.response_loss
+        losses.append({"response": response, "mlm": out.mlm_loss, "mvm": out.mvm_loss, "mvt": out.mvt_loss})
+    if response_context == "clean":
+        assert not torch.allclose(losses[0]["response"], run_with_probes(model, first)[0].response_loss)
     expected = sum(
-        weights[name] * sum(getattr(out, f"{name}_loss") * items(batch)[name] for out, batch in zip(outputs, (first, second)))
+        weights[name] * sum(loss[name] * items(batch)[name] for loss, batch in zip(losses, (first, second)))
         / (items(first)[name] + items(second)[name])
         for name in weights
     )
 
-    args = VGDTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", gradient_accumulation_steps=2)
+    args = VGDTrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, report_to="none", gradient_accumulation_steps=2, response_context=response_context
+    )
     trainer = VGDTrainer(model=model, args=args)
     batches, num_items = trainer.get_batch_samples(iter([first, second]), 2, torch.device("cpu"))
     assert int(num_items) == 7  # the response count, as the Trainer expects
@@ -249,5 +269,12 @@ def test_trainer_weights_and_normalises_each_objective_by_its_own_items(model, t
     # a single batch in evaluation: the weighted sum of the means
     with torch.no_grad():
         single = trainer.compute_loss(model, dict(first))
-    out = outputs[0]
-    torch.testing.assert_close(single, 1.5 * out.response_loss + out.mlm_loss + out.mvm_loss + out.mvt_loss)
+    loss = losses[0]
+    torch.testing.assert_close(single, 1.5 * loss["response"] + loss["mlm"] + loss["mvm"] + loss["mvt"])
+
+
+def test_matching_rows_labelled_minus_100_are_ignored(model):
+    batch = training_batch()
+    out = run_with_probes(model, batch)[0]
+    ignored = run_with_probes(model, dict(batch, mvt_labels=torch.tensor([1.0, -100.0])))[0]
+    torch.testing.assert_close(ignored.mvt_loss, F.binary_cross_entropy_with_logits(out.mvt_logits[:1], torch.tensor([1.0])))
