@@ -198,6 +198,8 @@ class DataCollatorForVGD:
         mlm_probability, mvm_probability, mvt_probability (`float`, default 0.15 each): in [0, 1].
         seed (`int`, default 0).
         pad_to_multiple_of (`int`, *optional*): pad the text length L to a multiple of this.
+        append_cls (`bool`, *optional*): append `<cls>` to every sequence; default: when `mvt_probability > 0`
+            (True with `mvt_probability=0` scores given pairs with the matching head, e.g. in evaluation).
     """
 
     processor: VGDProcessor
@@ -206,6 +208,7 @@ class DataCollatorForVGD:
     mvt_probability: float = 0.15
     seed: int = 0
     pad_to_multiple_of: int | None = None
+    append_cls: bool | None = None
 
     def __post_init__(self):
         for name in ("mlm_probability", "mvm_probability", "mvt_probability"):
@@ -250,6 +253,7 @@ class DataCollatorForVGD:
         positive = np.ones(batch_size, dtype=bool)
         if self.mvt_probability > 0:
             examples, positive = self._make_negatives(examples, rng)
+        if self.append_cls or (self.append_cls is None and self.mvt_probability > 0):
             examples = [self._append_cls(example) for example in examples]
 
         shared = {}

@@ -156,6 +156,28 @@ def parse_arguments(argv: list[str]):
     return parser.parse_args_into_dataclasses(args=argv)
 
 
+def apply_total_train_batch_size(training_args: VGDTrainingArguments) -> None:
+    """With --total_train_batch_size N: per-device batch x processes x accumulation = N on any number of
+    processes. The per-device batch is the largest divisor of N / processes not above
+    --per_device_train_batch_size (the memory cap); the rest is gradient accumulation."""
+    total = training_args.total_train_batch_size
+    if not total:
+        return
+    world_size = training_args.world_size
+    if total % world_size:
+        raise ValueError(f"--total_train_batch_size {total} is not divisible by the {world_size} processes of this run")
+    per_process = total // world_size
+    per_device = min(training_args.per_device_train_batch_size, per_process)
+    while per_process % per_device:
+        per_device -= 1
+    training_args.per_device_train_batch_size = per_device
+    training_args.gradient_accumulation_steps = per_process // per_device
+    logger.warning(
+        "Global batch %d = %d per device x %d processes x %d gradient accumulation steps",
+        total, per_device, world_size, training_args.gradient_accumulation_steps,
+    )
+
+
 # ---------------------------------------------------------------------------------------------- data
 
 
@@ -353,6 +375,7 @@ def main(argv: list[str] | None = None):
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     set_seed(training_args.seed)
+    apply_total_train_batch_size(training_args)
 
     main_process = training_args.process_index == 0
     if demo:

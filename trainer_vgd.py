@@ -25,6 +25,8 @@ from tqdm.auto import tqdm
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from data_collator_vgd import DataCollatorForVGD
+
 logger = logging.getLogger(__name__)
 
 OBJECTIVES = ("response", "mlm", "mvm", "mvt")
@@ -58,6 +60,14 @@ class VGDTrainingArguments(TrainingArguments):
     lr_scheduler_type: str = field(default="inverse_sqrt", metadata={"help": "Learning-rate schedule (paper: Noam, i.e. inverse_sqrt with warm-up)."})
     warmup_steps: float = field(default=0.05, metadata={"help": "Warm-up steps (an int) or fraction of the run (a float < 1)."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Batch size per device for training (paper: 16)."})
+    total_train_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Global batch per optimizer step (paper: 16), whatever the number of processes: run_vgd.py then "
+            "derives the per-device batch (at most --per_device_train_batch_size) and the gradient accumulation "
+            "from the world size, and logs them."
+        },
+    )
     per_device_eval_batch_size: int = field(default=16, metadata={"help": "Batch size per device for evaluation and decoding."})
     metric_for_best_model: str | None = field(default="CIDEr", metadata={"help": "Metric that picks the best checkpoint."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the datasets hand processor outputs already."})
@@ -370,9 +380,65 @@ class VGDTrainer(Trainer):
             predictions[index] = text
         return predictions
 
+    def matching_accuracy(self, dataset: DialogueTurnDataset, description: str = "Video-text matching") -> dict[str, float]:
+        """Video-text matching on held-out pairs: the last turn of every dialogue of `dataset` (training layout,
+        with its answer and `<cls>`) once with its own video and once with the video of the next dialogue (a
+        derangement). Returns `matching_accuracy` (the sign of `mvt_logits` right, over both pairs of every
+        dialogue), `matching_ranking_accuracy` (own video scored above the other one) and `matching_dialogs`."""
+        last = {}  # image_id -> (turn, index) of its last turn
+        for index, (image_id, turn) in enumerate(zip(dataset.split["image_id"], dataset.split["turn"])):
+            if image_id not in last or turn > last[image_id][0]:
+                last[image_id] = (turn, index)
+        last_turn = {image_id: index for image_id, (_, index) in last.items()}
+        image_ids = sorted(last_turn)
+        if len(image_ids) < 2:
+            return {}
+        pairs = []  # (dialogue index, video id, label)
+        for k, image_id in enumerate(image_ids):
+            pairs.append((last_turn[image_id], image_id, 1.0))
+            pairs.append((last_turn[image_id], image_ids[(k + 1) % len(image_ids)], 0.0))
+        collator = DataCollatorForVGD(self.processing_class, mlm_probability=0, mvm_probability=0, mvt_probability=0, append_cls=True)
+
+        def collate(chunk):
+            examples = []
+            for index, video_id, _ in chunk:
+                inputs = dataset.raw_inputs(index)
+                inputs["video_features"] = dataset.feature_store[video_id] if dataset.feature_store is not None else None
+                examples.append(self.processing_class.process_example(**inputs))
+            return chunk, collator(examples)
+
+        batch_size = self.args.per_device_eval_batch_size
+        chunks = [pairs[i : i + batch_size] for i in range(0, len(pairs), batch_size)]
+        mine = chunks[self.args.process_index :: self.args.world_size]
+        loader = DataLoader(mine, batch_size=None, collate_fn=collate, num_workers=self.args.dataloader_num_workers)
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        scores = []
+        with torch.no_grad(), self.autocast_smart_context_manager():
+            for chunk, batch in tqdm(loader, desc=description, total=len(mine), disable=not self.is_local_process_zero() or self.args.disable_tqdm):
+                batch = {key: value.to(self.args.device) for key, value in batch.items() if key != "labels"}
+                logits = model(**batch).mvt_logits.float().cpu().tolist()
+                scores.extend((index, label, logit) for (index, _, label), logit in zip(chunk, logits))
+        if was_training:
+            model.train()
+        if self.args.world_size > 1:
+            scores = gather_object(scores)
+        by_dialog = {}
+        for index, label, logit in scores:
+            by_dialog.setdefault(index, {})[label] = logit
+        correct = sum((logit > 0) == (label == 1.0) for _, label, logit in scores)
+        return {
+            "matching_accuracy": correct / len(scores),
+            "matching_ranking_accuracy": sum(s[1.0] > s[0.0] for s in by_dialog.values()) / len(by_dialog),
+            "matching_dialogs": len(by_dialog),
+        }
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Loss on `eval_dataset` (when there is one) plus, when `eval_generation_dataset` was given, the
-        generation metrics of decoded responses (`eval_CIDEr`, ...), logged once."""
+        """Loss on `eval_dataset` (when there is one) and, for a model trained with MVT, the video-text matching
+        accuracy on its dialogues (`eval_matching_accuracy`, see `matching_accuracy`), plus, when
+        `eval_generation_dataset` was given, the generation metrics of decoded responses (`eval_CIDEr`, ...),
+        logged once."""
         start = time.time()
         metrics: dict[str, float] = {}
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
@@ -382,6 +448,9 @@ class VGDTrainer(Trainer):
                 ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix,
             )
             metrics.update({k: v for k, v in output.metrics.items() if not k.endswith(("_runtime", "_per_second"))})
+            if getattr(self.model.config, "use_mvt", False) and isinstance(dataset, DialogueTurnDataset):
+                matching = self.matching_accuracy(dataset)
+                metrics.update({f"{metric_key_prefix}_{name}": value for name, value in matching.items()})
         if self.eval_generation_dataset is not None:
             predictions = self.generate_responses(
                 self.eval_generation_dataset, description="Decoding for evaluation", max_examples=self.args.eval_max_generation_examples
