@@ -347,6 +347,7 @@ def print_demo_table(metrics: dict):
         ("answer accuracy (video)", metrics.get("answer_accuracy")),
         ("answer accuracy (shuffled video)", metrics.get("answer_accuracy_shuffled_video")),
         ("answer accuracy (chance)", metrics.get("answer_accuracy_chance")),
+        ("video-text matching accuracy", metrics.get("matching_accuracy")),
     ]
     width = max(len(name) for name, _ in rows)
     print("\n" + "-" * (width + 10))
@@ -463,6 +464,8 @@ def main(argv: list[str] | None = None):
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
+        # video-text matching on held-out pairs (validation dialogues with their own / another video)
+        all_metrics.update({name[len("eval_") :]: value for name, value in metrics.items() if name.startswith("eval_matching_")})
 
     # ------------------------------------------------------------------ predict
     if training_args.do_predict:
