@@ -712,7 +712,9 @@ def test_collator_in_dataloader_workers(processor):
     batches = list(loader)
     assert len(batches) == 2
     for start, batch in zip((0, 2), batches):
-        assert batch["video_features"].shape[:2] == (2, 3 + start)
+        # padded to the longest video of the batch (a negative may carry the other example's shorter video)
+        assert batch["video_features"].shape[0] == 2
+        assert batch["video_features"].shape[1] == int(batch["video_mask"].any(-1).sum(-1).max())
         for i in range(2):
             example = examples[start + i]
             if batch["mvt_labels"][i] == 1:
