@@ -46,7 +46,7 @@ class VGDTrainingArguments(TrainingArguments):
     generation_min_new_tokens: int = field(default=1, metadata={"help": "Shortest generated response, in tokens."})
     generation_length_penalty: float = field(default=1.0, metadata={"help": "Beam-search length penalty."})
     response_context: str = field(
-        default="clean",
+        default="masked",
         metadata={
             "help": "Context of the response loss: 'clean' (an unmasked copy of every matching pair, in the same forward "
             "pass as the masked batch of MLM / MVM / MVT; as at decoding time) or 'masked' (the MLM / MVM-masked input)."
