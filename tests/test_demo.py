@@ -10,7 +10,7 @@ def test_small_demo_answers_from_the_video(tmp_path):
         [
             "--output_dir", str(tmp_path),
             "--demo_num_train_dialogs", "800", "--demo_num_valid_dialogs", "24", "--demo_num_test_dialogs", "64",
-            "--num_train_epochs", "4", "--logging_steps", "50", "--eval_max_generation_examples", "8",
+            "--num_train_epochs", "5", "--logging_steps", "50", "--eval_max_generation_examples", "8",
         ]
     )
     accuracy, shuffled, chance = metrics["answer_accuracy"], metrics["answer_accuracy_shuffled_video"], metrics["answer_accuracy_chance"]
