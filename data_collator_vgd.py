@@ -164,22 +164,27 @@ class DataCollatorForVGD:
     - `mvt_labels` `[B]` float32 (video-text matching): every sequence gets a `<cls>` token appended (modality
       SYS, turn = the sequence's last turn, attention 1, label -100). With probability `mvt_probability` an example
       becomes a negative (label 0.0): its text is recombined with the video of another example of the batch whose
-      video differs (chosen uniformly; the `<video>` placeholders are rebuilt for that video). A negative has
-      `labels` and `mlm_labels` all -100 and no `mvm_mask`: it only feeds the matching loss. An example without a
-      video, or without a partner with a different video (e.g. batch size 1), stays positive (1.0), and at least
+      video differs (chosen uniformly; the `<video>` placeholders are rebuilt for that video). An example without
+      a video, or without a partner with a different video (e.g. batch size 1), stays positive (1.0), and at least
       one example of every batch stays positive.
-    - `mlm_labels` `[B, L]` int64 (masked language modelling): each context text token of a positive example
-      (caption, history questions and answers, current question; never markers, `<video>`, the target answer, its
+    - `mlm_labels` `[B, L]` int64 (masked language modelling): each context text token (caption, history
+      questions and answers, current question; never markers, `<video>`, the target answer, its
       `<|endoftext|>`, `<cls>` or padding) is replaced by `<mask>` in `input_ids` with probability
-      `mlm_probability`; `mlm_labels` holds its original id there and -100 elsewhere (no shift).
-    - `mvm_mask` `[B, F, P]` bool (masked visual modelling): each real region (`video_mask` True) of a positive
-      example with probability `mvm_probability`. The collator does not change `video_features`; the model zeros
-      the masked regions' inputs and reconstructs them.
+      `mlm_probability`; `mlm_labels` holds its original id there (positives only) and -100 elsewhere (no shift).
+    - `mvm_mask` `[B, F, P]` bool (masked visual modelling): each real region (`video_mask` True) with probability
+      `mvm_probability`. For a positive the collator leaves `video_features` unchanged and marks the region in
+      `mvm_mask`; the model zeros the masked regions' inputs and reconstructs them.
 
-    At least one: a positive example with something maskable gets at least one masked token (MLM) and one masked
-    region (MVM) even if the random draws chose none, so a batch has masked items unless none of its positive
-    examples has context text / video. The key is present whenever its probability is > 0 (stable batch keys);
-    when nothing could be masked it is all -100 / all False, and the model then returns a zero loss for it.
+    No shortcut for MVT: negatives are masked exactly like positives (same draws, same "at least one" rule), so
+    the number and positions of `<mask>` tokens and of zeroed regions, and every length, have the same
+    distribution in both; a negative then loses its targets: `labels` and `mlm_labels` all -100, `mvm_mask` all
+    False, and its masked regions are zeroed in `video_features` by the collator (what the model would have done).
+    It only feeds the matching loss.
+
+    At least one: an example with something maskable gets at least one masked token (MLM) and one masked region
+    (MVM) even if the random draws chose none, so a batch has masked items unless none of its positive examples
+    has context text / video. The key is present whenever its probability is > 0 (stable batch keys); when
+    nothing could be masked it is all -100 / all False, and the model then returns a zero loss for it.
     A probability of 0 removes the key (and, for MVT, the `<cls>` token).
 
     Randomness: a `numpy.random.Generator` owned by the collator. In the main process it is seeded with `seed`,
@@ -193,6 +198,8 @@ class DataCollatorForVGD:
         mlm_probability, mvm_probability, mvt_probability (`float`, default 0.15 each): in [0, 1].
         seed (`int`, default 0).
         pad_to_multiple_of (`int`, *optional*): pad the text length L to a multiple of this.
+        append_cls (`bool`, *optional*): append `<cls>` to every sequence; default: when `mvt_probability > 0`
+            (True with `mvt_probability=0` scores given pairs with the matching head, e.g. in evaluation).
     """
 
     processor: VGDProcessor
@@ -201,6 +208,7 @@ class DataCollatorForVGD:
     mvt_probability: float = 0.15
     seed: int = 0
     pad_to_multiple_of: int | None = None
+    append_cls: bool | None = None
 
     def __post_init__(self):
         for name in ("mlm_probability", "mvm_probability", "mvt_probability"):
@@ -257,6 +265,7 @@ class DataCollatorForVGD:
         positive = np.ones(batch_size, dtype=bool)
         if self.mvt_probability > 0:
             examples, positive = self._make_negatives(examples, rng)
+        if self.append_cls or (self.append_cls is None and self.mvt_probability > 0):
             examples = [self._append_cls(example) for example in examples]
 
         shared = {}
@@ -285,17 +294,25 @@ class DataCollatorForVGD:
             candidates &= ~np.isin(input_ids, self._special_ids())
             if has_labels:
                 candidates &= batch["labels"] == IGNORE_INDEX
-            candidates &= positive[:, None]
+            # Negatives are masked exactly like positives (no masking statistic tells them apart); only
+            # the positives keep the targets.
             chosen = self._draw(rng, candidates, self.mlm_probability)
             mlm_labels = np.full_like(input_ids, IGNORE_INDEX)
             mlm_labels[chosen] = input_ids[chosen]
+            mlm_labels[~positive] = IGNORE_INDEX
             input_ids[chosen] = processor.mask_token_id
             batch["mlm_labels"] = mlm_labels
 
         if self.mvm_probability > 0 and "video_mask" in batch:
-            candidates = batch["video_mask"] & positive[:, None, None]
-            batch["mvm_mask"] = self._draw(rng, candidates, self.mvm_probability)
+            chosen = self._draw(rng, batch["video_mask"], self.mvm_probability)
+            # A negative's masked regions are zeroed here (what the model does for `mvm_mask`), so its input
+            # looks like a positive's; they are not reconstruction targets.
+            batch["video_features"][~positive[:, None, None] & chosen] = 0.0
+            chosen[~positive] = False
+            batch["mvm_mask"] = chosen
 
+        if has_labels:
+            batch["labels"][~positive] = IGNORE_INDEX  # a negative feeds the matching loss only
         if self.mvt_probability > 0:
             batch["mvt_labels"] = positive.astype(np.float32)
 
@@ -379,7 +396,7 @@ class DataCollatorForVGD:
         return out, positive
 
     def _recombine(self, text_example: dict, video_example: dict) -> dict:
-        """The text of `text_example` after the video of `video_example`; every label -100."""
+        """The text of `text_example` after the video of `video_example` (its labels are dropped by `__call__`)."""
         num_old = int(text_example["video_mask"].sum())
         num_new = int(video_example["video_mask"].sum())
         new = {
@@ -395,7 +412,8 @@ class DataCollatorForVGD:
             "video_mask": video_example["video_mask"],
         }
         if "labels" in text_example:
-            new["labels"] = np.full(len(new["input_ids"]), IGNORE_INDEX, np.int64)
+            # kept until masking (the answer is never masked, in negatives too), then set to -100
+            new["labels"] = np.concatenate([np.full(num_new, IGNORE_INDEX, np.int64), text_example["labels"][num_old:]])
         return new
 
     def _append_cls(self, example: dict) -> dict:

@@ -80,7 +80,8 @@ class VGDGPT2Output(ModelOutput):
             L1 distance, in video feature space, between `mvm_head(hidden state)` at each masked video region
             and that region's original features (`mvm_mask`), averaged over regions x feature dims.
         mvt_loss (`torch.FloatTensor` of shape `()`):
-            Binary cross-entropy of `mvt_logits` against `mvt_labels` (1 = the video belongs to the dialogue).
+            Binary cross-entropy of `mvt_logits` against `mvt_labels` (1 = the video belongs to the dialogue),
+            mean over the rows whose label is not -100.
         logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
             LM head scores (only the last `logits_to_keep` positions when that argument is set).
         mvt_logits (`torch.FloatTensor` of shape `(batch_size,)`):
@@ -562,7 +563,8 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
             mvm_mask (`torch.BoolTensor` of shape `(batch_size, frames, regions)`, *optional*):
                 Regions to mask (zeroed in the input) and reconstruct.
             mvt_labels (`torch.FloatTensor` of shape `(batch_size,)`, *optional*):
-                1.0 when the video belongs to the dialogue, 0.0 for a corrupted pair; needs one `<cls>` per row.
+                1.0 when the video belongs to the dialogue, 0.0 for a corrupted pair, -100 for a row without a
+                matching target; needs one `<cls>` per row.
             logits_to_keep (`int`): when > 0, compute the LM head on the last `logits_to_keep` positions only.
         """
         if inputs_embeds is not None:
@@ -658,7 +660,10 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
             mvt_logits = self.mvt_head(cls_hidden[:, 0]).squeeze(-1)
         mvt_loss = None
         if mvt_labels is not None:
-            mvt_loss = F.binary_cross_entropy_with_logits(mvt_logits.float(), mvt_labels.float())
+            scored = mvt_labels != -100  # -100: a row without a matching target
+            mvt_loss = F.binary_cross_entropy_with_logits(
+                mvt_logits[scored].float(), mvt_labels[scored].float(), reduction="sum"
+            ) / scored.sum().clamp(min=1)
 
         return VGDGPT2Output(
             loss=response_loss,

@@ -225,6 +225,28 @@ def parse_arguments(argv: list[str]):
     return parser.parse_args_into_dataclasses(args=argv)
 
 
+def apply_total_train_batch_size(training_args: VGDTrainingArguments) -> None:
+    """With --total_train_batch_size N: per-device batch x processes x accumulation = N on any number of
+    processes. The per-device batch is the largest divisor of N / processes not above
+    --per_device_train_batch_size (the memory cap); the rest is gradient accumulation."""
+    total = training_args.total_train_batch_size
+    if not total:
+        return
+    world_size = training_args.world_size
+    if total % world_size:
+        raise ValueError(f"--total_train_batch_size {total} is not divisible by the {world_size} processes of this run")
+    per_process = total // world_size
+    per_device = min(training_args.per_device_train_batch_size, per_process)
+    while per_process % per_device:
+        per_device -= 1
+    training_args.per_device_train_batch_size = per_device
+    training_args.gradient_accumulation_steps = per_process // per_device
+    logger.warning(
+        "Global batch %d = %d per device x %d processes x %d gradient accumulation steps",
+        total, per_device, world_size, training_args.gradient_accumulation_steps,
+    )
+
+
 # ---------------------------------------------------------------------------------------------- data
 
 
@@ -418,6 +440,7 @@ def print_demo_table(metrics: dict, title: str = "test metrics"):
         ("answer accuracy (video)", metrics.get("answer_accuracy")),
         ("answer accuracy (shuffled video)", metrics.get("answer_accuracy_shuffled_video")),
         ("answer accuracy (chance)", metrics.get("answer_accuracy_chance")),
+        ("video-text matching accuracy", metrics.get("matching_accuracy")),
     ]
     width = max(len(name) for name, _ in rows)
     print(f"\n***** {title} *****")
@@ -521,6 +544,7 @@ def main(argv: list[str] | None = None):
     configure_cpu_threads(training_args)
     set_seed(training_args.seed)
     check_distributed_launch(training_args)
+    apply_total_train_batch_size(training_args)
 
     main_process = training_args.process_index == 0
     run_id = None
@@ -657,6 +681,8 @@ def evaluate_predict_and_share(trainer, training_args, data_args, splits, stores
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         written["eval metrics"] = os.path.join(training_args.output_dir, "eval_results.json")
+        # video-text matching on held-out pairs (validation dialogues with their own / another video)
+        all_metrics.update({name[len("eval_") :]: value for name, value in metrics.items() if name.startswith("eval_matching_")})
 
     # ------------------------------------------------------------------ predict
     if training_args.do_predict:

@@ -2,7 +2,8 @@
 
 - `VGDTrainingArguments`: `TrainingArguments` with the paper's defaults, the loss weights and the decoding
   settings used in evaluation.
-- `VGDTrainer`: `compute_loss` = `1.5 * response + mlm + mvm + mvt` (weights are arguments), each objective
+- `VGDTrainer`: `compute_loss` = `1.5 * response + mlm + mvm + mvt` (weights are arguments; the response on an
+  unmasked copy of each matching pair by default, `response_context`), each objective
   normalised by its own item count across gradient-accumulation steps and processes, each logged with the
   Trainer's logging; `evaluate()` decodes responses with beam search and scores them (BLEU-1..4, METEOR,
   ROUGE-L, CIDEr by default), so the best checkpoint is chosen by a generation metric.
@@ -49,6 +50,8 @@ from checkpointing_vgd import (
     write_json_atomic,
 )
 
+from data_collator_vgd import DataCollatorForVGD
+
 logger = logging.getLogger(__name__)
 
 OBJECTIVES = ("response", "mlm", "mvm", "mvt")
@@ -67,6 +70,13 @@ class VGDTrainingArguments(TrainingArguments):
     generation_max_new_tokens: int = field(default=20, metadata={"help": "Longest generated response, in tokens."})
     generation_min_new_tokens: int = field(default=1, metadata={"help": "Shortest generated response, in tokens."})
     generation_length_penalty: float = field(default=1.0, metadata={"help": "Beam-search length penalty."})
+    response_context: str = field(
+        default="masked",
+        metadata={
+            "help": "Context of the response loss: 'clean' (an unmasked copy of every matching pair, in the same forward "
+            "pass as the masked batch of MLM / MVM / MVT; as at decoding time) or 'masked' (the MLM / MVM-masked input)."
+        },
+    )
     eval_max_generation_examples: int | None = field(
         default=None, metadata={"help": "Decode only the first N evaluation turns (the full AVSD validation split has 35k)."}
     )
@@ -75,6 +85,14 @@ class VGDTrainingArguments(TrainingArguments):
     lr_scheduler_type: str = field(default="inverse_sqrt", metadata={"help": "Learning-rate schedule (paper: Noam, i.e. inverse_sqrt with warm-up)."})
     warmup_steps: float = field(default=0.05, metadata={"help": "Warm-up steps (an int) or fraction of the run (a float < 1)."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Batch size per device for training (paper: 16)."})
+    total_train_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Global batch per optimizer step (paper: 16), whatever the number of processes: run_vgd.py then "
+            "derives the per-device batch (at most --per_device_train_batch_size) and the gradient accumulation "
+            "from the world size, and logs them."
+        },
+    )
     per_device_eval_batch_size: int = field(default=16, metadata={"help": "Batch size per device for evaluation and decoding."})
     metric_for_best_model: str | None = field(default="CIDEr", metadata={"help": "Metric that picks the best checkpoint."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the datasets hand processor outputs already."})
@@ -307,7 +325,7 @@ class VGDTrainer(Trainer):
                 mvm_mask = mvm_mask & inputs["video_mask"].bool()
             counts[2] = mvm_mask.sum() * inputs["video_features"].shape[-1]
         if inputs.get("mvt_labels") is not None:
-            counts[3] = inputs["mvt_labels"].numel()
+            counts[3] = inputs["mvt_labels"].ne(-100).sum()
         return counts
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
@@ -344,8 +362,46 @@ class VGDTrainer(Trainer):
             losses[name] = weights[name] * loss
         return losses
 
+    @staticmethod
+    def with_clean_response_rows(inputs: dict) -> dict:
+        """The batch for `response_context="clean"`: the collated (masked) rows without their response labels,
+        followed by an unmasked copy of every row that has response labels (original tokens back at the
+        `<mask>` positions, no masked region, MLM targets -100, MVT label -100 = no matching target). One forward
+        pass then gives the response loss on clean context and the MLM / MVM / MVT losses on the masked rows."""
+        labels = inputs.get("labels")
+        if labels is None or (inputs.get("mlm_labels") is None and inputs.get("mvm_mask") is None):
+            return inputs
+        rows = (labels != -100).any(dim=1)
+        clean_ids = inputs["input_ids"][rows]
+        if inputs.get("mlm_labels") is not None:
+            mlm_labels = inputs["mlm_labels"][rows]
+            clean_ids = torch.where(mlm_labels != -100, mlm_labels, clean_ids)
+        clean = {"input_ids": clean_ids, "labels": labels[rows]}
+        ignored = {"labels": -100, "mlm_labels": -100, "mvt_labels": -100}
+        combined = {}
+        for key, value in inputs.items():
+            if not isinstance(value, torch.Tensor) or value.ndim == 0 or value.shape[0] != labels.shape[0]:
+                combined[key] = value
+                continue
+            if key in clean:
+                copy = clean[key]
+            elif key in ignored:
+                copy = torch.full_like(value[rows], ignored[key])
+            elif key == "mvm_mask":
+                copy = torch.zeros_like(value[rows])
+            else:
+                copy = value[rows]
+            masked = torch.full_like(value, -100) if key == "labels" else value
+            combined[key] = torch.cat([masked, copy])
+        return combined
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(**inputs)
+        if self.args.response_context == "clean":
+            outputs = model(**self.with_clean_response_rows(inputs))
+        elif self.args.response_context == "masked":
+            outputs = model(**inputs)
+        else:
+            raise ValueError(f"response_context must be 'clean' or 'masked', got {self.args.response_context!r}")
         normalise_globally = model.training and num_items_in_batch is not None and self._objective_totals is not None
         losses = self.weighted_objective_losses(outputs, inputs, normalise_globally)
         if not losses:
@@ -646,9 +702,65 @@ class VGDTrainer(Trainer):
             predictions[index] = text
         return predictions
 
+    def matching_accuracy(self, dataset: DialogueTurnDataset, description: str = "Video-text matching") -> dict[str, float]:
+        """Video-text matching on held-out pairs: the last turn of every dialogue of `dataset` (training layout,
+        with its answer and `<cls>`) once with its own video and once with the video of the next dialogue (a
+        derangement). Returns `matching_accuracy` (the sign of `mvt_logits` right, over both pairs of every
+        dialogue), `matching_ranking_accuracy` (own video scored above the other one) and `matching_dialogs`."""
+        last = {}  # image_id -> (turn, index) of its last turn
+        for index, (image_id, turn) in enumerate(zip(dataset.split["image_id"], dataset.split["turn"])):
+            if image_id not in last or turn > last[image_id][0]:
+                last[image_id] = (turn, index)
+        last_turn = {image_id: index for image_id, (_, index) in last.items()}
+        image_ids = sorted(last_turn)
+        if len(image_ids) < 2:
+            return {}
+        pairs = []  # (dialogue index, video id, label)
+        for k, image_id in enumerate(image_ids):
+            pairs.append((last_turn[image_id], image_id, 1.0))
+            pairs.append((last_turn[image_id], image_ids[(k + 1) % len(image_ids)], 0.0))
+        collator = DataCollatorForVGD(self.processing_class, mlm_probability=0, mvm_probability=0, mvt_probability=0, append_cls=True)
+
+        def collate(chunk):
+            examples = []
+            for index, video_id, _ in chunk:
+                inputs = dataset.raw_inputs(index)
+                inputs["video_features"] = dataset.feature_store[video_id] if dataset.feature_store is not None else None
+                examples.append(self.processing_class.process_example(**inputs))
+            return chunk, collator(examples)
+
+        batch_size = self.args.per_device_eval_batch_size
+        chunks = [pairs[i : i + batch_size] for i in range(0, len(pairs), batch_size)]
+        mine = chunks[self.args.process_index :: self.args.world_size]
+        loader = DataLoader(mine, batch_size=None, collate_fn=collate, num_workers=self.args.dataloader_num_workers)
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        scores = []
+        with torch.no_grad(), self.autocast_smart_context_manager():
+            for chunk, batch in tqdm(loader, desc=description, total=len(mine), disable=not self.is_local_process_zero() or self.args.disable_tqdm):
+                batch = {key: value.to(self.args.device) for key, value in batch.items() if key != "labels"}
+                logits = model(**batch).mvt_logits.float().cpu().tolist()
+                scores.extend((index, label, logit) for (index, _, label), logit in zip(chunk, logits))
+        if was_training:
+            model.train()
+        if self.args.world_size > 1:
+            scores = gather_object(scores)
+        by_dialog = {}
+        for index, label, logit in scores:
+            by_dialog.setdefault(index, {})[label] = logit
+        correct = sum((logit > 0) == (label == 1.0) for _, label, logit in scores)
+        return {
+            "matching_accuracy": correct / len(scores),
+            "matching_ranking_accuracy": sum(s[1.0] > s[0.0] for s in by_dialog.values()) / len(by_dialog),
+            "matching_dialogs": len(by_dialog),
+        }
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Loss on `eval_dataset` (when there is one) plus, when `eval_generation_dataset` was given, the
-        generation metrics of decoded responses (`eval_CIDEr`, ...), logged once."""
+        """Loss on `eval_dataset` (when there is one) and, for a model trained with MVT, the video-text matching
+        accuracy on its dialogues (`eval_matching_accuracy`, see `matching_accuracy`), plus, when
+        `eval_generation_dataset` was given, the generation metrics of decoded responses (`eval_CIDEr`, ...),
+        logged once."""
         start = time.time()
         metrics: dict[str, float] = {}
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
@@ -658,6 +770,9 @@ class VGDTrainer(Trainer):
                 ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix,
             )
             metrics.update({k: v for k, v in output.metrics.items() if not k.endswith(("_runtime", "_per_second"))})
+            if getattr(self.model.config, "use_mvt", False) and isinstance(dataset, DialogueTurnDataset):
+                matching = self.matching_accuracy(dataset)
+                metrics.update({f"{metric_key_prefix}_{name}": value for name, value in matching.items()})
             for callback in self.callback_handler.callbacks:
                 if isinstance(callback, LabelledProgressCallback):
                     callback.close_prediction_bar()  # before the decoding bar starts

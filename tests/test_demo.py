@@ -1,5 +1,6 @@
 """The embedded demo, smaller: a model trained from scratch in CI must answer from the video, i.e. far above
-the same model fed another dialogue's video (and above the chance level of the answer distribution)."""
+the same model fed another dialogue's video (and above the chance level of the answer distribution), and the
+held-out video-text matching accuracy is reported."""
 
 import run_vgd
 
@@ -8,12 +9,14 @@ def test_small_demo_answers_from_the_video(tmp_path):
     metrics = run_vgd.main(
         [
             "--output_dir", str(tmp_path),
-            "--demo_num_train_dialogs", "800", "--demo_num_valid_dialogs", "4", "--demo_num_test_dialogs", "64",
-            "--num_train_epochs", "5", "--do_train", "--do_predict", "--logging_steps", "50",
+            "--demo_num_train_dialogs", "800", "--demo_num_valid_dialogs", "24", "--demo_num_test_dialogs", "64",
+            "--num_train_epochs", "5", "--logging_steps", "50", "--eval_max_generation_examples", "8",
         ]
     )
     accuracy, shuffled, chance = metrics["answer_accuracy"], metrics["answer_accuracy_shuffled_video"], metrics["answer_accuracy_chance"]
-    print(f"answer accuracy {accuracy:.3f}, shuffled video {shuffled:.3f}, chance {chance:.3f}")
+    print(f"answer accuracy {accuracy:.3f}, shuffled video {shuffled:.3f}, chance {chance:.3f}, matching {metrics['matching_accuracy']:.3f}")
     assert accuracy >= shuffled + 0.25
     assert accuracy >= chance + 0.25
     assert shuffled <= chance + 0.15
+    # held-out matching is measured and reported (each validation dialogue with its own and another video)
+    assert metrics["matching_dialogs"] == 24 and 0.0 <= metrics["matching_accuracy"] <= 1.0

@@ -616,9 +616,17 @@ def test_collator_mvt_negatives_swap_video_and_drop_other_labels(processor):
         if labels[i] == 1:
             assert own.shape == videos[i].shape and torch.equal(own, videos[i])
             continue
-        partner = [j for j in range(3) if j != i and own.shape == videos[j].shape and torch.equal(own, videos[j])]
-        assert len(partner) == 1  # another example's video
-        assert torch.equal(text, original)  # own text
+        # another example's video, masked like a positive's: the masked regions are zeroed, the others kept
+        zeroed = own.abs().sum(-1) == 0
+        assert zeroed.any()
+        partner = [
+            j for j in range(3)
+            if j != i and own.shape == videos[j].shape and torch.equal(own[~zeroed], videos[j][~zeroed])
+        ]
+        assert len(partner) == 1
+        # own text, masked like a positive's: <mask> only where a context token was
+        masked = text == processor.mask_token_id
+        assert masked.any() and torch.equal(text[~masked], original[~masked])
         assert (batch["labels"][i] == -100).all() and (batch["mlm_labels"][i] == -100).all()
         assert not batch["mvm_mask"][i].any()
         assert (batch["modality_ids"][i][:num_video] == MODALITY_VIS).all() and (batch["turn_ids"][i][:num_video] == 0).all()
@@ -704,7 +712,9 @@ def test_collator_in_dataloader_workers(processor):
     batches = list(loader)
     assert len(batches) == 2
     for start, batch in zip((0, 2), batches):
-        assert batch["video_features"].shape[:2] == (2, 3 + start)
+        # padded to the longest video of the batch (a negative may carry the other example's shorter video)
+        assert batch["video_features"].shape[0] == 2
+        assert batch["video_features"].shape[1] == int(batch["video_mask"].any(-1).sum(-1).max())
         for i in range(2):
             example = examples[start + i]
             if batch["mvt_labels"][i] == 1:

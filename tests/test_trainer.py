@@ -79,7 +79,9 @@ def corrupted_batch(tiny_gpt2_dir):
 
 def test_compute_loss_is_the_weighted_sum_of_the_four_losses(tiny_gpt2_dir, corrupted_batch, tmp_path):
     processor, model = build(tiny_gpt2_dir)
-    args = VGDTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", mlm_loss_weight=0.5, mvt_loss_weight=2.0)
+    args = VGDTrainingArguments(
+        output_dir=str(tmp_path), use_cpu=True, report_to="none", mlm_loss_weight=0.5, mvt_loss_weight=2.0, response_context="masked"
+    )  # the clean-context response is pinned in test_objectives_pinned.py
     trainer = VGDTrainer(model=model, args=args, processing_class=processor)
     model.eval()
     with torch.no_grad():

@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""What a trained demo model learned from its objectives, on the held-out (validation) turns of its data:
+
+- the response loss (next-token cross-entropy on the answers, mean over answer tokens) on the clean context, as
+  at decoding time, and on a context masked the way training masks it (15% of the context tokens and of the video
+  regions, fixed seed);
+- the video-text matching accuracy on held-out pairs (`VGDTrainer.matching_accuracy`: the last turn of every
+  validation dialogue with its own video and with another dialogue's video).
+
+    python benchmarks/measure_objectives.py outputs/demo [outputs/demo-masked ...]
+
+Each folder is the `--output_dir` of a finished `run_vgd.py` demo run (model, processor, `data/`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from modeling_vgd_gpt2 import VGDGPT2ForDialogue  # noqa: E402
+from processing_vgd import DataCollatorForVGD, VGDProcessor  # noqa: E402
+from run_vgd import DataArguments, feature_stores, load_splits  # noqa: E402
+from trainer_vgd import DialogueTurnDataset, VGDTrainer, VGDTrainingArguments  # noqa: E402
+
+
+def response_loss(model, dataset, collator, batch_size=64) -> float:
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+            batch.pop("mlm_labels", None)
+            count = int((batch["labels"][:, 1:] != -100).sum())
+            total += float(model(**batch).response_loss) * count
+            tokens += count
+    return total / tokens
+
+
+def measure(folder: str) -> dict[str, float]:
+    processor = VGDProcessor.from_pretrained(folder)
+    model = VGDGPT2ForDialogue.from_pretrained(folder).eval()
+    data_args = DataArguments(data_dir=os.path.join(folder, "data"), feature_dir=os.path.join(folder, "data", "features"))
+    from avsd_dataset.synthetic import load_config
+
+    data_args.feature_streams = ",".join(load_config(data_args.data_dir).streams)
+    splits, _ = load_splits(data_args)
+    store = feature_stores(data_args, splits, ["validation"])["validation"]
+    dataset = DialogueTurnDataset(splits["validation"], store, processor, caption_fields=["caption"])
+    clean = DataCollatorForVGD(processor, mlm_probability=0, mvm_probability=0, mvt_probability=0)
+    masked = DataCollatorForVGD(processor, mlm_probability=0.15, mvm_probability=0.15, mvt_probability=0, seed=0)
+    results = {
+        "validation response loss, clean context": response_loss(model, dataset, clean),
+        "validation response loss, masked context": response_loss(model, dataset, masked),
+    }
+    args = VGDTrainingArguments(output_dir=os.path.join(folder, "measure"), use_cpu=True, report_to="none", per_device_eval_batch_size=64)
+    trainer = VGDTrainer(model=model, args=args, processing_class=processor)
+    results.update(trainer.matching_accuracy(dataset))
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+")
+    for folder in parser.parse_args().folders:
+        for name, value in measure(folder).items():
+            print(f"{folder}\t{name}\t{value:.4f}" if isinstance(value, float) else f"{folder}\t{name}\t{value}")
+
+
+if __name__ == "__main__":
+    main()
