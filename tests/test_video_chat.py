@@ -154,14 +154,14 @@ def test_page_answers_about_an_mp4_and_draws_its_frames_with_the_heatmap(trained
         status = ask_in_browser(driver, url, QUESTION)  # the picked demo video: an .mp4
         assert status.startswith(f"Turn 1: answered from {first['image_id']}."), status
         assert expected.strip() in text_of(driver, "#chatbot")
-        side = WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#relevance img"))
+        side = WebDriverWait(driver, 120).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#relevance img"))
         assert side[0].size["width"] > 100
         driver.save_screenshot(str(tmp_path / "page.png"))
         # An uploaded .mp4 (a copy under another name): answered from that file.
         upload = tmp_path / "uploaded_clip.mp4"
         shutil.copy(other["path"], upload)
         driver.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(str(upload))
-        WebDriverWait(driver, 60).until(lambda d: "uploaded_clip.mp4: 4 frames x 4 regions" in text_of(d, "#status"))
+        WebDriverWait(driver, 120).until(lambda d: "uploaded_clip.mp4: 4 frames x 4 regions" in text_of(d, "#status"))
         status = ask_in_browser(driver, url, QUESTION)
         assert status.startswith("Turn 1: answered from uploaded_clip.mp4."), status
         assert expected_upload.strip() in text_of(driver, "#chatbot")
