@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from transformers import HfArgumentParser
 
+from chat_template_vgd import processor_takes_video_files
 from chat_vgd import DEMO_MODEL_DIR, DialogueSession, default_data_dir, describe_relevance, find_demo_videos, load_chat_pipeline
 
 logger = logging.getLogger(__name__)
@@ -37,18 +38,35 @@ class AppArguments:
     max_demo_videos: int = field(default=50, metadata={"help": "How many demo videos the picker lists."})
 
 
-def sample_frames(video: Any, num_frames: int) -> np.ndarray | None:
-    """`num_frames` frames `[F, H, W, 3]` spread uniformly over a video file or frames array, for drawing; `None`
-    for features (nothing to draw under the heatmap) or a file that cannot be decoded here."""
+def sample_frames(video: Any, num_frames: int, video_processor=None) -> np.ndarray | None:
+    """Frames `[F, H, W, 3]` to draw under a relevance map of `num_frames` rows: with the processor's video
+    processor (a model that decodes videos), the middle frame of each clip it feeds the backbone (one per feature
+    frame, decoded and resampled exactly as for the answer); otherwise `num_frames` frames spread uniformly over
+    the file / frames array. `None` for features (nothing to draw under the heatmap) or a file that cannot be
+    decoded here."""
     try:
-        if isinstance(video, np.ndarray) and video.ndim == 4:
+        if isinstance(video, str) and video.endswith(".npy") or not isinstance(video, (str, np.ndarray)):
+            return None
+        if isinstance(video, np.ndarray) and video.ndim != 4:
+            return None
+        if getattr(video_processor, "video_backbone", None) is not None:
+            from video_processing_vgd import clip_frame_indices
+
+            frames, _ = video_processor.load_frames(video, fps=video_processor.fps)
+            clips = clip_frame_indices(len(frames), int(video_processor.clip_length), int(video_processor.max_clips))
+            if len(clips) == num_frames:
+                return np.asarray(frames)[clips[:, clips.shape[1] // 2]]
+            if len(clips) > num_frames:  # the model keeps fewer frames (max_video_frames): spread like it does
+                from feature_extraction_vgd import uniform_frame_indices
+
+                return np.asarray(frames)[clips[uniform_frame_indices(len(clips), num_frames), clips.shape[1] // 2]]
+            return None
+        if isinstance(video, np.ndarray):
             frames = video
-        elif isinstance(video, str) and not video.endswith(".npy"):
+        else:
             from transformers.video_utils import load_video
 
             frames, _ = load_video(video, backend="pyav")
-        else:
-            return None
         from feature_extraction_vgd import uniform_frame_indices
 
         return np.asarray(frames)[uniform_frame_indices(len(frames), num_frames)]
@@ -90,7 +108,7 @@ def build_demo(chat_pipeline, demo_videos: list[dict[str, str]], max_new_tokens:
             return upload if isinstance(upload, str) else getattr(upload, "name", upload)
         if demo_id:
             return demo_id
-        raise ValueError("no video: pick a demo video or upload a .npy feature file")
+        raise ValueError("no video: pick a demo video or upload a .npy feature file or a video file")
 
     def select_video(demo_id, upload):
         """A new video (picked or uploaded): check it, show its caption, start a new conversation."""
@@ -119,7 +137,7 @@ def build_demo(chat_pipeline, demo_videos: list[dict[str, str]], max_new_tokens:
             messages.append({"role": "assistant", "content": answer})
             status = f"Turn {len(session.history)}: answered from {name}."
             if relevance is not None:
-                frames = sample_frames(session.video, len(relevance))
+                frames = sample_frames(session.video, len(relevance), getattr(session.processor, "video_processor", None))
                 image = relevance_png(relevance, frames, f"Q: {question.strip()}   A: {answer}", figure_dir)
                 messages.append({"role": "assistant", "content": gr.Image(image, show_label=False)})
                 status += " " + describe_relevance(relevance)
@@ -171,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    demo_videos = find_demo_videos(args.data_dir or default_data_dir(args.model))[: args.max_demo_videos]
+    video_files = processor_takes_video_files(chat_pipeline.processor)
+    demo_videos = find_demo_videos(args.data_dir or default_data_dir(args.model), video_files)[: args.max_demo_videos]
     demo = build_demo(chat_pipeline, demo_videos, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
     print(f"serving on http://{args.host}:{args.port}", flush=True)
     demo.launch(server_name=args.host, server_port=args.port, show_error=False, ssr_mode=False, quiet=True)

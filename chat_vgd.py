@@ -24,7 +24,7 @@ from typing import Any, TextIO
 import numpy as np
 from transformers import HfArgumentParser, TextStreamer
 
-from chat_template_vgd import call_processor, load_feature_file
+from chat_template_vgd import call_processor, load_feature_file, processor_takes_video_files
 
 DEMO_MODEL_DIR = os.path.join("outputs", "demo")
 HELP = (
@@ -53,11 +53,16 @@ class ChatArguments:
 # ------------------------------------------------------------------------------------------------ demo videos
 
 
-def find_demo_videos(data_dir: str | None) -> list[dict[str, str]]:
-    """The test videos of a synthetic dataset folder: `[{"image_id", "caption", "path"}]` (empty if none)."""
+def find_demo_videos(data_dir: str | None, video_files: bool = False) -> list[dict[str, str]]:
+    """The test videos of a synthetic dataset folder: `[{"image_id", "caption", "path"}]` (empty if none).
+
+    `video_files=False`: their feature files (`features/<stream>_testset/<id>.npy`); `True` (a model that decodes
+    videos): their rendered `.mp4` files (`videos_testset/<id>.mp4`, written by `python -m avsd_dataset.synthetic_video`).
+    """
     if not data_dir or not os.path.isdir(data_dir):
         return []
     from avsd_dataset.synthetic import FEATURES_DIR, TEST_DIR_SUFFIX, TEST_FILE, load_config
+    from avsd_dataset.synthetic_video import TEST_VIDEO_DIR
 
     try:
         stream = load_config(data_dir).video_stream
@@ -67,7 +72,10 @@ def find_demo_videos(data_dir: str | None) -> list[dict[str, str]]:
         return []
     videos = []
     for dialog in dialogs:
-        path = os.path.join(data_dir, FEATURES_DIR, stream + TEST_DIR_SUFFIX, f"{dialog['image_id']}.npy")
+        if video_files:
+            path = os.path.join(data_dir, TEST_VIDEO_DIR, f"{dialog['image_id']}.mp4")
+        else:
+            path = os.path.join(data_dir, FEATURES_DIR, stream + TEST_DIR_SUFFIX, f"{dialog['image_id']}.npy")
         if os.path.isfile(path):
             videos.append({"image_id": dialog["image_id"], "caption": dialog["caption"], "path": path})
     return videos
@@ -116,14 +124,26 @@ class DialogueSession:
         self._check_video_fits(inputs, label)
         self.video, self.caption, self.history = video, caption, []
         self.video_name = name or (video if isinstance(video, str) else "the video")
-        frames, regions = inputs["video_mask"].shape[1:] if "video_mask" in inputs else (0, 0)
+        frames, regions = self._video_shape(inputs)
         return f"video {self.video_name}: {frames} frames x {regions} regions" + (f"; caption: {caption}" if caption else "")
+
+    def _video_shape(self, inputs) -> tuple[int, int]:
+        """`(frames, regions)` of the video features the model sees: pre-extracted ones, or those its backbone
+        computes from a video file's clips (one frame per clip; pooled like the model's `video_pooling`)."""
+        if "video_mask" in inputs:
+            return tuple(int(n) for n in inputs["video_mask"].shape[1:])
+        if "video_clip_mask" in inputs:
+            num_clips = int(np.asarray(inputs["video_clip_mask"]).sum())
+            pooling = self.processor.feature_extractor.video_pooling
+            frames, regions = self.processor.video_processor.video_tokens(num_clips)
+            return (1 if pooling == "spatial" else frames), (1 if pooling == "temporal" else regions)
+        return 0, 0
 
     def _check_video_fits(self, inputs, name: str) -> None:
         config = self.pipeline.model.config
-        if "video_mask" not in inputs:
+        if "video_mask" not in inputs and "video_clip_mask" not in inputs:
             return
-        frames, regions = inputs["video_mask"].shape[1:]
+        frames, regions = self._video_shape(inputs)
         if frames > config.max_video_frames:
             raise ValueError(f"{name}: {frames} frames but the model takes at most max_video_frames={config.max_video_frames}")
         if regions > config.max_video_regions:
@@ -282,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    demo_videos = find_demo_videos(args.data_dir or default_data_dir(args.model))
+    demo_videos = find_demo_videos(args.data_dir or default_data_dir(args.model), processor_takes_video_files(chat_pipeline.processor))
     session = DialogueSession(chat_pipeline, demo_videos)
     video = args.video
     if video is None:

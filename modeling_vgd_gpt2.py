@@ -309,6 +309,10 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
         model.tie_weights()
         if model.video_backbone is not None and config.video_backbone.get("weights") is not None:
             model.video_backbone.load_pretrained_weights()  # the Kinetics weights (downloaded on first use)
+        elif model.video_backbone is not None and config.video_backbone.get("random_init_seed") is not None:
+            # The seeded random weights that extracted the training features (`extract_features --random_init`),
+            # rebuilt after `post_init` (which re-initialises every submodule its own way).
+            model.video_backbone.load_state_dict(VGDVideoBackbone(config.video_backbone).state_dict())
         new_layers = sorted({k.rsplit(".", 1)[0] for k in missing if k not in ("transformer.wte.weight", "lm_head.weight") and not k.startswith("video_backbone.")})
         logger.info(
             "VGD-GPT2 from %s: GPT-2 weights loaded; %d special-token embeddings added; newly initialised layers: %s",

@@ -145,6 +145,12 @@ class VideoGroundedDialoguePipeline(Pipeline):
 
     def _forward(self, model_inputs, generate_kwargs=None, return_video_relevance=False, relevance_method="attention"):
         model_inputs = {key: value for key, value in model_inputs.items() if key != "labels"}
+        if "pixel_values_videos" in model_inputs:
+            # Video clips (a video file / frames): the backbone's features once, as `generate` would compute them, so
+            # that the relevance map below reads the same features.
+            model_inputs["video_features"], model_inputs["video_mask"] = self.model.get_video_features(
+                model_inputs.pop("pixel_values_videos"), model_inputs.pop("video_clip_mask", None)
+            )
         generate_kwargs = self._prepare_generate_kwargs(dict(generate_kwargs or {}))
         prompt_length = model_inputs["input_ids"].shape[1]
         output = self.model.generate(**model_inputs, **generate_kwargs)

@@ -370,6 +370,35 @@ def is_vgd_checkpoint(path: str) -> bool:
         return False
 
 
+def recorded_video_backbone(data_args: DataArguments) -> dict | None:
+    """The backbone that wrote the features (the `backbone.json` of `python -m avsd_dataset.extract_features`), when
+    the model reads one such stream alone: the model and processor then record it, so that the trained model answers
+    from video files (`processor(videos=...)`, the pipeline, the chat) with the features it was trained on."""
+    from avsd_dataset.extract_features import BACKBONE_FILE
+    from video_backbone_vgd import same_backbone
+
+    root = data_args.feature_dir or os.path.join(data_args.data_dir, "features")
+    streams = parse_feature_streams(data_args.feature_streams)
+    specs = {}
+    for stream in streams:
+        for folder in (stream, stream + "_testset"):
+            path = os.path.join(root, folder, BACKBONE_FILE)
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as f:
+                    specs.setdefault(stream, []).append((path, json.load(f)))
+    if not specs:
+        return None
+    if len(streams) > 1:
+        logger.warning("features of %s come from a video backbone but are combined with other streams: the model "
+                       "takes pre-extracted features only (train on the backbone's stream alone to answer from video files)", ", ".join(specs))
+        return None
+    (first_path, spec), *others = specs[streams[0]]
+    for path, other in others:
+        if not same_backbone(spec, other):
+            raise ValueError(f"{first_path} and {path} record different video backbones: extract both splits with the same settings")
+    return spec
+
+
 def load_processor_and_model(model_args: ModelArguments, video_feature_dim: int, stream_order, data_args: DataArguments):
     path = model_args.model_name_or_path
     if is_vgd_checkpoint(path):
@@ -380,9 +409,13 @@ def load_processor_and_model(model_args: ModelArguments, video_feature_dim: int,
             raise ValueError(f"{path} expects video features of dim {model.config.video_feature_dim}, the data has {video_feature_dim}")
     else:
         logger.info("Starting VGD-GPT2 from the plain GPT-2 checkpoint %s", path)
+        video_backbone = recorded_video_backbone(data_args)
+        if video_backbone is not None:
+            logger.info("The features come from the video backbone %s: the model records it and answers from video files", video_backbone["name"])
         processor = VGDProcessor.from_gpt2_pretrained(
             path,
             video_feature_dim=video_feature_dim,
+            video_backbone=video_backbone,
             max_video_frames=model_args.max_video_frames,
             video_pooling=model_args.video_pooling,
             stream_order=list(stream_order),

@@ -184,7 +184,7 @@ def video_processor_settings(spec: dict[str, Any]) -> dict[str, Any]:
 
 def same_backbone(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two specs give the same features (name, weights, clip length, rate, sizes, layer)."""
-    keys = ("name", "weights", "clip_length", "fps", "resize_size", "crop_size", "layer")
+    keys = ("name", "weights", "clip_length", "fps", "resize_size", "crop_size", "layer", "random_init_seed")
     return all(a.get(key) == b.get(key) for key in keys)
 
 
@@ -192,8 +192,8 @@ class VGDVideoBackbone(nn.Module):
     r"""
     A frozen video network that maps clips to grids of features.
 
-    Built from a spec ([`resolve_video_backbone`]) without weights (random initialisation, or the architecture
-    for `from_pretrained` to fill); [`~VGDVideoBackbone.load_pretrained_weights`] loads the Kinetics weights the
+    Built from a spec ([`resolve_video_backbone`]) without weights (random initialisation, seeded by the spec's
+    `random_init_seed` when it has one, or the architecture for `from_pretrained` to fill); [`~VGDVideoBackbone.load_pretrained_weights`] loads the Kinetics weights the
     spec names. The backbone never trains: its parameters do not require gradients and it stays in eval mode
     (batch-norm statistics frozen) whatever `train()` is called with.
 
@@ -203,6 +203,17 @@ class VGDVideoBackbone(nn.Module):
     def __init__(self, spec: dict[str, Any]):
         super().__init__()
         self.spec = copy.deepcopy(dict(spec))
+        seed = spec.get("random_init_seed") if spec.get("weights") is None else None
+        if seed is None:
+            self._build(spec)
+        else:  # random weights that a seed fixes (features extracted with --random_init --seed N), RNG state kept
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                self._build(spec)
+        self.requires_grad_(False)
+        super().train(False)
+
+    def _build(self, spec: dict[str, Any]) -> None:
         name, library = spec["name"], spec["library"]
         if library == "torchvision":
             if name not in TORCHVISION_VIDEO_BACKBONES:
@@ -217,8 +228,6 @@ class VGDVideoBackbone(nn.Module):
         else:
             raise ValueError(f"video backbone library must be 'torchvision' or 'transformers', got {library!r}")
         self._drop_classifier()
-        self.requires_grad_(False)
-        super().train(False)
 
     def _drop_classifier(self) -> None:
         """Remove the classification head (never used): smaller checkpoints, no unused weights."""

@@ -110,7 +110,7 @@ def check_or_record_backbone(directory: str, spec: dict[str, Any], same_backbone
         with open(path, encoding="utf-8") as f:
             recorded = json.load(f)
         if not same_backbone(recorded, spec):
-            keys = ("name", "weights", "clip_length", "fps", "resize_size", "crop_size", "layer")
+            keys = ("name", "weights", "clip_length", "fps", "resize_size", "crop_size", "layer", "random_init_seed")
             differences = ", ".join(f"{key}: {recorded.get(key)!r} there, {spec.get(key)!r} now" for key in keys if recorded.get(key) != spec.get(key))
             raise ValueError(
                 f"{directory} holds features of another backbone ({differences}); "
@@ -313,6 +313,8 @@ def main(argv=None) -> dict[str, int]:
         args.backbone, pretrained=not args.random_init, weights=args.weights, clip_length=args.clip_length,
         fps=args.fps, crop_size=args.crop_size, resize_size=args.resize_size, layer=args.layer,
     )
+    if args.random_init:  # recorded in backbone.json: a model trained on these features rebuilds the same weights
+        spec["random_init_seed"] = int(args.seed)
     stream = args.stream or os.path.basename(os.path.normpath(args.backbone))
     out_dir = stream_dir(args.feature_dir, stream, args.split)
     failures_path = os.path.join(out_dir, FAILURES_FILE)
@@ -341,9 +343,7 @@ def main(argv=None) -> dict[str, int]:
     shard = todo[state.process_index :: state.num_processes]
 
     device = state.device
-    with torch.random.fork_rng(devices=[]):  # seeded random init, without touching the caller's RNG state
-        torch.manual_seed(args.seed)
-        backbone = VGDVideoBackbone(spec)
+    backbone = VGDVideoBackbone(spec)  # --random_init: seeded by spec["random_init_seed"], the caller's RNG state kept
     if spec.get("weights") is not None:
         backbone.load_pretrained_weights()
     backbone.to(device)
