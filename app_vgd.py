@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class AppArguments:
     model: str = field(default=DEMO_MODEL_DIR, metadata={"help": "A trained model folder or Hub id (with its processor)."})
-    data_dir: str | None = field(default=None, metadata={"help": "Synthetic dataset folder with the demo videos. Default: <model>/data."})
+    data_dir: str | None = field(default=None, metadata={"help": "Synthetic dataset folder with the demo videos. Default: <model>/data, else demo-cache/data beside the model folder."})
     host: str = field(default="127.0.0.1", metadata={"help": "Address to serve on."})
     port: int = field(default=7860, metadata={"help": "Port to serve on."})
     max_new_tokens: int = field(default=20, metadata={"help": "The longest answer, in tokens."})

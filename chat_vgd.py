@@ -43,7 +43,7 @@ class ChatArguments:
     )
     caption: str | None = field(default=None, metadata={"help": "The video's caption (a demo video brings its own)."})
     data_dir: str | None = field(
-        default=None, metadata={"help": "Synthetic dataset folder with the demo videos. Default: <model>/data."}
+        default=None, metadata={"help": "Synthetic dataset folder with the demo videos. Default: <model>/data, else demo-cache/data beside the model folder."}
     )
     max_new_tokens: int = field(default=20, metadata={"help": "The longest answer, in tokens."})
     num_beams: int = field(default=1, metadata={"help": "Beam search width (answers are streamed only with 1)."})
@@ -82,9 +82,12 @@ def find_demo_videos(data_dir: str | None, video_files: bool = False) -> list[di
 
 
 def default_data_dir(model: str) -> str | None:
-    """`<model>/data` when it holds a synthetic dataset (where `python run_vgd.py` writes the demo's)."""
-    candidate = os.path.join(model, "data")
-    return candidate if os.path.isdir(candidate) else None
+    """The synthetic dataset of a demo model: `<model>/data`, else `demo-cache/data` beside the model folder (where
+    `python run_vgd.py` keeps the demo's newest dataset, outside the model folder)."""
+    for candidate in (os.path.join(model, "data"), os.path.join(os.path.dirname(os.path.abspath(model)), "demo-cache", "data")):
+        if os.path.isdir(candidate):
+            return candidate
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ a dialogue

@@ -35,7 +35,7 @@ OBJECT_QUESTION_TYPES = ("object", "color", "count")
 @dataclass
 class MeasureArguments:
     model: str = field(default=DEMO_MODEL_DIR, metadata={"help": "A trained model folder or Hub id."})
-    data_dir: str | None = field(default=None, metadata={"help": "The synthetic dataset folder. Default: <model>/data."})
+    data_dir: str | None = field(default=None, metadata={"help": "The synthetic dataset folder. Default: <model>/data, else demo-cache/data beside the model folder."})
     split: str = field(default="validation", metadata={"help": "'validation' (every turn) or 'test' (the scored turns)."})
     method: str = field(default="attention", metadata={"help": "'attention', 'rollout' or 'both'."})
     batch_size: int = field(default=16, metadata={"help": "Examples per generate() call."})

@@ -262,6 +262,19 @@ def _short_hash(values) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]
 
 
+def _link_latest(link: str, target: str) -> None:
+    """Point `link` (e.g. demo-cache/data) at `target` (demo-cache/data-<hash>), replacing it atomically: the stable
+    name that the README's commands and the chat's default use for the demo's newest dataset / backbone."""
+    staging = f"{link}.tmp-{os.getpid()}"
+    try:
+        if os.path.lexists(staging):
+            os.remove(staging)
+        os.symlink(os.path.basename(target), staging)
+        os.replace(staging, link)
+    except OSError as error:  # e.g. a file system without symbolic links: only the stable name is missing
+        logger.info("Could not point %s at %s (%s)", link, target, error)
+
+
 def prepare_demo_data(data_args: DataArguments, model_args: ModelArguments, output_dir: str, main_process: bool):
     """Generate (or reuse) the embedded synthetic dataset and, without --model_name_or_path, an offline GPT-2, in a
     cache folder named by their settings (`demo_cache_dir`): the output folder holds the trained model only."""
@@ -283,6 +296,8 @@ def prepare_demo_data(data_args: DataArguments, model_args: ModelArguments, outp
         seed=data_args.demo_seed,
     )
     logger.info("Synthetic AVSD data in %s (%s)", data_dir, "generated" if info.regenerated else "cached")
+    if main_process:
+        _link_latest(os.path.join(cache, "data"), data_dir)
     data_args.data_dir = data_dir
     data_args.feature_dir = info.feature_root
     data_args.feature_streams = ",".join(info.config.streams)
@@ -298,6 +313,8 @@ def prepare_demo_data(data_args: DataArguments, model_args: ModelArguments, outp
             if os.path.isdir(gpt2_dir):
                 shutil.rmtree(gpt2_dir)
             os.replace(staging, gpt2_dir)
+        if main_process:
+            _link_latest(os.path.join(cache, "offline-gpt2"), gpt2_dir)
         model_args.model_name_or_path = gpt2_dir
     return info
 

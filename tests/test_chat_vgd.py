@@ -361,3 +361,22 @@ def test_answers_stream_token_by_token_through_the_pipeline(chat, videos):
     assert session.history == [("what does he do first ?", result["answer"])]
     with pytest.raises(ValueError, match="the question is empty"):
         session.ask("  ")
+
+
+def test_default_data_dir_finds_the_demo_cache_beside_the_model(tmp_path):
+    """`python run_vgd.py` keeps the demo's dataset in demo-cache/data-<hash> beside outputs/demo and points
+    demo-cache/data at the newest one: the chat's default dataset is found there (and in <model>/data first)."""
+    from chat_vgd import default_data_dir
+    from run_vgd import _link_latest
+
+    model = tmp_path / "demo"
+    model.mkdir()
+    assert default_data_dir(str(model)) is None
+    for name in ("data-aaa", "data-bbb"):
+        (tmp_path / "demo-cache" / name).mkdir(parents=True)
+    _link_latest(str(tmp_path / "demo-cache" / "data"), str(tmp_path / "demo-cache" / "data-aaa"))
+    _link_latest(str(tmp_path / "demo-cache" / "data"), str(tmp_path / "demo-cache" / "data-bbb"))
+    found = default_data_dir(str(model))
+    assert os.path.realpath(found) == str((tmp_path / "demo-cache" / "data-bbb").resolve())
+    (model / "data").mkdir()
+    assert default_data_dir(str(model)) == str(model / "data")
