@@ -2,6 +2,7 @@
 `.ci/run` installs) driven by selenium against the app served on a free localhost port."""
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -88,9 +89,13 @@ def wait_for_status(driver, before: str, timeout: float = 120) -> str:
     """The status line once it differs from `before` and the request is finished."""
     from selenium.webdriver.support.ui import WebDriverWait
 
+    def pending(status: str) -> bool:  # Gradio's overlay while a request runs: "processing", a timer line "0.4s"
+        first = status.splitlines()[0] if status else ""
+        return "processing" in status or re.fullmatch(r"[\d.]+s(\s*[|/].*)?", first.strip()) is not None
+
     def done(d):
         status = text_of(d, "#status")
-        return status if status not in ("", before) and "processing" not in status else False
+        return status if status not in ("", before) and not pending(status) else False
 
     return WebDriverWait(driver, timeout).until(done)
 
