@@ -498,8 +498,10 @@ def make_generation_batch(p: dict, ids: SpecialIds, device: torch.device, seed: 
     return {key: value.to(device) for key, value in batch.items()}
 
 
-def bench_generation(p: dict, device: torch.device, log=print) -> dict:
-    dtype = getattr(torch, p["dtype"])  # generation: weights in this dtype (bfloat16 on a GPU)
+def generation_setup(p: dict, device: torch.device):
+    """`(dtype, model, batch, kwargs)` of the generation benchmarks: the VGD model in `p["dtype"]` (bfloat16 on a
+    GPU) in eval mode, the prompt batch, and beam-search arguments that decode exactly `new_tokens` tokens."""
+    dtype = getattr(torch, p["dtype"])
     vgd_model, plain_model, ids = make_models(p, device)
     del plain_model
     model = vgd_model.to(dtype).eval()
@@ -508,6 +510,11 @@ def bench_generation(p: dict, device: torch.device, log=print) -> dict:
         num_beams=p["num_beams"], max_new_tokens=p["new_tokens"], min_new_tokens=p["new_tokens"], do_sample=False,
         pad_token_id=ids.pad, eos_token_id=ids.eos,
     )
+    return dtype, model, batch, kwargs
+
+
+def bench_generation(p: dict, device: torch.device, log=print) -> dict:
+    dtype, model, batch, kwargs = generation_setup(p, device)
     chunks = [
         {key: value[i : i + p["gen_batch_size"]] for key, value in batch.items()}
         for i in range(0, p["gen_prompts"], p["gen_batch_size"])
@@ -564,15 +571,8 @@ def bench_generation_caches(p: dict, device: torch.device, log=print) -> dict:
     for the prefill, one for every decoding step; transformers 5.24 compiles the forward inside `generate()`
     for greedy search / sampling only, not for beam search). The first run of each mode is a warm-up (the
     compiled mode's includes the compilation, reported apart); the outputs must equal the dynamic cache's."""
-    dtype = getattr(torch, p["dtype"])
-    vgd_model, plain_model, ids = make_models(p, device)
-    del plain_model
-    model = vgd_model.to(dtype).eval()
-    batch = make_generation_batch(p, ids, device)
-    kwargs = dict(
-        num_beams=p["num_beams"], max_new_tokens=p["new_tokens"], min_new_tokens=p["new_tokens"], do_sample=False,
-        pad_token_id=ids.pad, eos_token_id=ids.eos, disable_compile=True,
-    )
+    dtype, model, batch, kwargs = generation_setup(p, device)
+    kwargs["disable_compile"] = True
     chunks = [
         {key: value[i : i + p["gen_batch_size"]] for key, value in batch.items()}
         for i in range(0, p["gen_prompts"], p["gen_batch_size"])
