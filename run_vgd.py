@@ -116,6 +116,11 @@ class ModelArguments:
     demo_n_head: int = field(default=4, metadata={"help": "Attention heads of the demo's offline GPT-2."})
     demo_vocab_size: int = field(default=600, metadata={"help": "BPE vocabulary of the demo's offline tokenizer."})
     demo_dropout: float = field(default=0.0, metadata={"help": "Dropout of the demo's offline GPT-2 (short runs learn faster without)."})
+    demo_activation: str = field(
+        default="gelu_pytorch_tanh",
+        metadata={"help": "MLP activation of the demo's offline GPT-2: gelu_pytorch_tanh (GPT-2's gelu_new tanh approximation as "
+                  "one fused kernel: the demo trains ~20% faster on a CPU) or gelu_new (GPT-2's own)."},
+    )
 
 
 @dataclass
@@ -305,6 +310,7 @@ def prepare_demo_data(data_args: DataArguments, model_args: ModelArguments, outp
         shape = dict(
             vocab_size=model_args.demo_vocab_size, n_positions=256, n_embd=model_args.demo_n_embd,
             n_layer=model_args.demo_n_layer, n_head=model_args.demo_n_head, dropout=model_args.demo_dropout,
+            activation_function=model_args.demo_activation,
         )
         gpt2_dir = os.path.join(cache, f"offline-gpt2-{_short_hash({**shape, 'data': data_settings})}")
         if not os.path.isfile(os.path.join(gpt2_dir, "model.safetensors")):
@@ -568,6 +574,34 @@ def configure_cpu_threads(training_args) -> None:
         torch.set_num_threads(max(1, int(training_args.cpu_threads)))
 
 
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def keep_freed_memory_for_reuse(training_args) -> bool:
+    """On a CPU, let glibc keep freed memory for the next step instead of returning it to the system.
+
+    Every training step allocates and frees the same activation buffers (a few MB each). With glibc's defaults
+    the larger ones are mmap-ed and unmapped, and the top of the heap is trimmed, at every step, so each step
+    page-faults its memory in again: 19 million faults and ~15% of the demo's time in the kernel. With the mmap
+    threshold at its maximum (32 MiB) and no trimming, the demo trains ~1.2x faster (`MALLOC_*` variables
+    that the user set win; other C libraries are left alone). The process keeps its peak memory until it ends.
+    """
+    if training_args.device.type != "cpu" or sys.platform != "linux" or any(key.startswith("MALLOC_") for key in os.environ):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(
+        mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024) and mallopt(_M_TRIM_THRESHOLD, 2**30) and mallopt(_M_TOP_PAD, 64 * 1024 * 1024)
+    )
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -592,6 +626,7 @@ def main(argv: list[str] | None = None):
     transformers.utils.logging.disable_progress_bar()  # no bars for writing / loading a model of a few MB
     datasets.utils.logging.disable_progress_bar()
     configure_cpu_threads(training_args)
+    keep_freed_memory_for_reuse(training_args)
     set_seed(training_args.seed)
     check_distributed_launch(training_args)
     apply_total_train_batch_size(training_args)

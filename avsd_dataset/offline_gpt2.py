@@ -44,8 +44,12 @@ def save_random_gpt2(
     n_head: int = 12,
     seed: int = 0,
     dropout: float = 0.1,
+    activation_function: str = "gelu_new",
 ) -> GPT2LMHeadModel:
-    """Save a randomly initialised `GPT2LMHeadModel` of the given shape (and dropout) in `output_dir`."""
+    """Save a randomly initialised `GPT2LMHeadModel` of the given shape (dropout, MLP activation) in `output_dir`.
+
+    `activation_function` is GPT-2's `gelu_new` by default; `gelu_pytorch_tanh` is the same tanh approximation as one
+    fused kernel (much faster on a CPU for a small model, where the activation's element-wise ops dominate)."""
     torch.manual_seed(seed)
     config = GPT2Config(
         vocab_size=vocab_size,
@@ -58,6 +62,7 @@ def save_random_gpt2(
         resid_pdrop=dropout,
         embd_pdrop=dropout,
         attn_pdrop=dropout,
+        activation_function=activation_function,
     )
     model = GPT2LMHeadModel(config)
     model.save_pretrained(output_dir)
@@ -74,6 +79,7 @@ def build_offline_gpt2(
     n_head: int = 12,
     seed: int = 0,
     dropout: float = 0.1,
+    activation_function: str = "gelu_new",
 ) -> str:
     """Write a tokenizer trained on `texts` and a random GPT-2 of the given shape into `output_dir`.
 
@@ -82,5 +88,5 @@ def build_offline_gpt2(
     tokenizer = train_gpt2_tokenizer(texts, output_dir, vocab_size=vocab_size, model_max_length=n_positions)
     if tokenizer.convert_tokens_to_ids(EOS_TOKEN) != 0:
         raise RuntimeError(f"expected {EOS_TOKEN} to get id 0 in the trained tokenizer")
-    save_random_gpt2(output_dir, len(tokenizer), n_positions, n_embd, n_layer, n_head, seed, dropout)
+    save_random_gpt2(output_dir, len(tokenizer), n_positions, n_embd, n_layer, n_head, seed, dropout, activation_function)
     return output_dir
