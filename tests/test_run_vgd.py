@@ -118,3 +118,31 @@ def test_two_process_accelerate_launch_trains_and_the_model_reloads(tmp_path):
     model = VGDGPT2ForDialogue.from_pretrained(tmp_path)
     state = json.loads((tmp_path / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and model.config.model_type == "vgd_gpt2"
+
+
+FAULTS_PER_STEP = """
+import resource, sys, types
+import torch
+import run_vgd
+tuned = run_vgd.keep_freed_memory_for_reuse(types.SimpleNamespace(device=torch.device("cpu")))
+def step(k):  # a training step's pattern: a few MB-sized buffers whose sizes vary with the batch, written, freed
+    buffers = [torch.empty(n).fill_(1.0) for n in (200_000 * (1 + k % 5), 1_500_000, 3_000_000 + 100_000 * (k % 7))]
+for k in range(7):  # warm up
+    step(k)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for k in range(21):
+    step(k)
+print(tuned, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 21)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's mallopt")
+def test_cpu_runs_keep_freed_memory_for_reuse():
+    """run_vgd tells glibc to keep freed buffers: buffers freed and allocated again are not page-faulted in again
+    (without it, 160-260 pages per step of this pattern, 9-19 with it); a user's MALLOC_* variable wins."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MALLOC_")}
+    run = lambda env: subprocess.run([sys.executable, "-c", FAULTS_PER_STEP], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True).stdout.split()
+    tuned, tuned_faults = run(env)
+    untouched, default_faults = run({**env, "MALLOC_ARENA_MAX": "2"})
+    assert (tuned, untouched) == ("True", "False")
+    assert float(tuned_faults) < 50 and float(default_faults) > 4 * float(tuned_faults)  # measured: 9-19 vs 160-260
