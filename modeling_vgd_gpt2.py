@@ -83,7 +83,8 @@ class VGDGPT2Output(ModelOutput):
             Binary cross-entropy of `mvt_logits` against `mvt_labels` (1 = the video belongs to the dialogue),
             mean over the rows whose label is not -100.
         logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
-            LM head scores (only the last `logits_to_keep` positions when that argument is set).
+            LM head scores (only the last `logits_to_keep` positions when that argument is set; `None` with
+            `skip_logits`).
         mvt_logits (`torch.FloatTensor` of shape `(batch_size,)`):
             Video-text matching score read at the `<cls>` token, when the sequence holds one.
         cache (`Cache`): the key / value cache, when `use_cache=True`.
@@ -537,6 +538,7 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
         mvt_labels: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
+        skip_logits: bool = False,
         **kwargs,
     ) -> VGDGPT2Output:
         r"""
@@ -570,6 +572,9 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
                 1.0 when the video belongs to the dialogue, 0.0 for a corrupted pair, -100 for a row without a
                 matching target; needs one `<cls>` per row.
             logits_to_keep (`int`): when > 0, compute the LM head on the last `logits_to_keep` positions only.
+            skip_logits (`bool`, defaults to `False`): with `labels`, compute the LM head only where a loss is taken
+                (the answer positions) and return `logits=None`; the losses are the same. [`VGDTrainer`] sets it
+                in training: the full `[batch, length, vocab]` logits are most of the head's cost and are not used.
         """
         if inputs_embeds is not None:
             raise ValueError("VGDGPT2ForDialogue takes input_ids (with <video> placeholders), not inputs_embeds")
@@ -634,12 +639,20 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
         )
         hidden_states = transformer_outputs.last_hidden_state
 
-        kept = slice(-logits_to_keep, None) if logits_to_keep else slice(None)
-        logits = self.lm_head(hidden_states[:, kept])
-
-        response_loss = None
-        if labels is not None:
-            response_loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        logits = response_loss = None
+        if skip_logits and labels is not None:
+            # the LM head on the positions that predict an answer token only (the loss of `loss_function`)
+            next_labels = labels[:, 1:].to(hidden_states.device)
+            scored = next_labels != -100
+            predicted = self.lm_head(hidden_states[:, :-1][scored]).float()
+            response_loss = F.cross_entropy(predicted, next_labels[scored], reduction="sum")
+            num_items = kwargs.get("num_items_in_batch")
+            response_loss = response_loss / (num_items if num_items is not None else scored.sum())
+        else:
+            kept = slice(-logits_to_keep, None) if logits_to_keep else slice(None)
+            logits = self.lm_head(hidden_states[:, kept])
+            if labels is not None:
+                response_loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
 
         mlm_loss = None
         if mlm_labels is not None:

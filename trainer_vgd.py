@@ -396,10 +396,12 @@ class VGDTrainer(Trainer):
         return combined
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # in training the LM head runs on the answer positions only (the logits are not used; same losses)
+        extra = {"skip_logits": True} if model.training else {}
         if self.args.response_context == "clean":
-            outputs = model(**self.with_clean_response_rows(inputs))
+            outputs = model(**self.with_clean_response_rows(inputs), **extra)
         elif self.args.response_context == "masked":
-            outputs = model(**inputs)
+            outputs = model(**inputs, **extra)
         else:
             raise ValueError(f"response_context must be 'clean' or 'masked', got {self.args.response_context!r}")
         normalise_globally = model.training and num_items_in_batch is not None and self._objective_totals is not None

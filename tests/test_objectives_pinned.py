@@ -195,6 +195,30 @@ def test_the_four_losses_match_their_definitions(model):
     torch.testing.assert_close(out.mvt_loss, F.binary_cross_entropy_with_logits(expected_logits, batch["mvt_labels"]))
 
 
+def test_training_path_without_full_logits_gives_the_same_losses_and_gradients(model):
+    """`skip_logits=True` (what VGDTrainer passes in training) runs the LM head on the answer positions only: the
+    same response loss as the definition above and as the full-logits path, the same gradients, no logits."""
+    batch = training_batch()
+    _, _, hidden = run_with_probes(model, batch)
+    terms = [
+        F.cross_entropy(model.lm_head(hidden[row, index - 1])[None], batch["input_ids"][row, index][None])
+        for row in range(2)
+        for index in range(ANSWER_START[row], CLS_INDEX[row])
+    ]
+    gradients = []
+    for skip_logits in (False, True):
+        model.zero_grad()
+        out = model(**batch, skip_logits=skip_logits)
+        assert (out.logits is None) == skip_logits
+        torch.testing.assert_close(out.response_loss, torch.stack(terms).mean())
+        (out.response_loss + out.mlm_loss + out.mvm_loss + out.mvt_loss).backward()
+        gradients.append({name: parameter.grad.clone() for name, parameter in model.named_parameters() if parameter.grad is not None})
+    model.zero_grad()
+    assert gradients[0].keys() == gradients[1].keys()
+    for name in gradients[0]:
+        torch.testing.assert_close(gradients[1][name], gradients[0][name], atol=1e-6, rtol=1e-5, msg=name)
+
+
 def test_masked_region_input_is_zero_and_its_target_the_original(model):
     """Changing a masked region's features changes nothing the model sees, and changes the MVM loss exactly as
     the L1 distance to the new features says."""
