@@ -5,11 +5,14 @@
   at decoding time, and on a context masked the way training masks it (15% of the context tokens and of the video
   regions, fixed seed);
 - the video-text matching accuracy on held-out pairs (`VGDTrainer.matching_accuracy`: the last turn of every
-  validation dialogue with its own video and with another dialogue's video).
+  validation dialogue with its own video and with another dialogue's video);
+- on the same pairs, how often the answer is more likely (lower response loss) with the dialogue's own video than
+  with the other one: what the response head knows about the pairing, for comparison with the matching head.
 
     python benchmarks/measure_objectives.py outputs/demo [outputs/demo-masked ...]
 
-Each folder is the `--output_dir` of a finished `run_vgd.py` demo run (model, processor, `data/`).
+Each folder is the `--output_dir` of a finished `run_vgd.py` demo run (model, processor); the data is the demo's
+cache beside it (`outputs/demo-cache/data`), or `--data_dir`.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from modeling_vgd_gpt2 import VGDGPT2ForDialogue  # noqa: E402
 from processing_vgd import DataCollatorForVGD, VGDProcessor  # noqa: E402
-from run_vgd import DataArguments, feature_stores, load_splits  # noqa: E402
+from run_vgd import DataArguments, demo_cache_dir, feature_stores, load_splits  # noqa: E402
 from trainer_vgd import DialogueTurnDataset, VGDTrainer, VGDTrainingArguments  # noqa: E402
 
 
@@ -40,10 +43,36 @@ def response_loss(model, dataset, collator, batch_size=64) -> float:
     return total / tokens
 
 
-def measure(folder: str) -> dict[str, float]:
+def answer_likelihood_ranking(model, dataset, collator, batch_size=64) -> float:
+    """Fraction of dialogues whose last answer has a lower response loss with their own video than with the next
+    dialogue's (the pairs of `VGDTrainer.matching_accuracy`)."""
+    last = {}
+    for index, (image_id, turn) in enumerate(zip(dataset.split["image_id"], dataset.split["turn"])):
+        if image_id not in last or turn > last[image_id][0]:
+            last[image_id] = (turn, index)
+    image_ids = sorted(last)
+    examples = []
+    for k, image_id in enumerate(image_ids):
+        for video_id in (image_id, image_ids[(k + 1) % len(image_ids)]):
+            inputs = dataset.raw_inputs(last[image_id][1])
+            inputs["video_features"] = dataset.feature_store[video_id]
+            examples.append(dataset.processor.process_example(**inputs))
+    losses = []
+    with torch.no_grad():
+        for start in range(0, len(examples), batch_size):
+            batch = collator(examples[start : start + batch_size])
+            logits = model(**batch).logits[:, :-1].float()
+            labels = batch["labels"][:, 1:]
+            token_losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
+            losses.extend(((token_losses * (labels != -100)).sum(1) / (labels != -100).sum(1)).tolist())
+    return sum(own < other for own, other in zip(losses[0::2], losses[1::2])) / len(image_ids)
+
+
+def measure(folder: str, data_dir: str | None = None) -> dict[str, float]:
     processor = VGDProcessor.from_pretrained(folder)
     model = VGDGPT2ForDialogue.from_pretrained(folder).eval()
-    data_args = DataArguments(data_dir=os.path.join(folder, "data"), feature_dir=os.path.join(folder, "data", "features"))
+    data_dir = data_dir or os.path.join(demo_cache_dir(DataArguments(), folder), "data")
+    data_args = DataArguments(data_dir=data_dir, feature_dir=os.path.join(data_dir, "features"))
     from avsd_dataset.synthetic import load_config
 
     data_args.feature_streams = ",".join(load_config(data_args.data_dir).streams)
@@ -59,14 +88,17 @@ def measure(folder: str) -> dict[str, float]:
     args = VGDTrainingArguments(output_dir=os.path.join(folder, "measure"), use_cpu=True, report_to="none", per_device_eval_batch_size=64)
     trainer = VGDTrainer(model=model, args=args, processing_class=processor)
     results.update(trainer.matching_accuracy(dataset))
+    results["matching by answer likelihood (ranking)"] = answer_likelihood_ranking(model, dataset, clean)
     return results
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+")
-    for folder in parser.parse_args().folders:
-        for name, value in measure(folder).items():
+    parser.add_argument("--data_dir", default=None, help="the synthetic data the models were trained on (default: the demo cache beside each folder)")
+    args = parser.parse_args()
+    for folder in args.folders:
+        for name, value in measure(folder, args.data_dir).items():
             print(f"{folder}\t{name}\t{value:.4f}" if isinstance(value, float) else f"{folder}\t{name}\t{value}")
 
 
