@@ -67,7 +67,7 @@ DEMO_TRAINING_DEFAULTS = {
     "weight_decay": 0.01,
     "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 64,
-    "num_train_epochs": 6,
+    "num_train_epochs": 8,
     "logging_steps": 100,
     "save_strategy": "no",
     "eval_strategy": "no",
