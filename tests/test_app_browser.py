@@ -89,9 +89,12 @@ def wait_for_status(driver, before: str, timeout: float = 120) -> str:
     """The status line once it differs from `before` and the request is finished."""
     from selenium.webdriver.support.ui import WebDriverWait
 
-    def pending(status: str) -> bool:  # Gradio's overlay while a request runs: "processing", a timer line "0.4s"
-        first = status.splitlines()[0] if status else ""
-        return "processing" in status or re.fullmatch(r"[\d.]+s(\s*[|/].*)?", first.strip()) is not None
+    def pending(status: str) -> bool:
+        # Gradio's overlay while a request runs: "processing", a timer line "0.4s" / "0.0/0.7s", or a queue line
+        # "queue: 1/1 | 0.0/0.7s" above the previous status
+        first = (status.splitlines()[0] if status else "").strip()
+        timer = r"[\d.]+(/[\d.]+)?s(\s*[|/].*)?"
+        return "processing" in status or first.startswith("queue:") or re.fullmatch(timer, first) is not None
 
     def done(d):
         status = text_of(d, "#status")

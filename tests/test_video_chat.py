@@ -129,7 +129,7 @@ def test_frames_drawn_are_the_middle_frame_of_each_clip(trained):
 
 
 def test_page_answers_about_an_mp4_and_draws_its_frames_with_the_heatmap(trained, tmp_path):
-    from test_app_browser import CHROMEDRIVER, CHROMIUM, ask_in_browser, free_port, headless_chromium, start_app, text_of
+    from test_app_browser import CHROMEDRIVER, CHROMIUM, ask_in_browser, free_port, headless_chromium, start_app, text_of, wait_for_status
 
     assert CHROMIUM and CHROMEDRIVER, "headless Chromium is needed: apt-get install -y chromium chromium-driver"
     from selenium.webdriver.common.by import By
@@ -160,8 +160,10 @@ def test_page_answers_about_an_mp4_and_draws_its_frames_with_the_heatmap(trained
         # An uploaded .mp4 (a copy under another name): answered from that file.
         upload = tmp_path / "uploaded_clip.mp4"
         shutil.copy(other["path"], upload)
+        before = text_of(driver, "#status")
         driver.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(str(upload))
-        WebDriverWait(driver, 120).until(lambda d: "uploaded_clip.mp4: 4 frames x 4 regions" in text_of(d, "#status"))
+        status = wait_for_status(driver, before)  # the upload finished (not Gradio's pending overlay above the old line)
+        assert "uploaded_clip.mp4: 4 frames x 4 regions" in status, status
         status = ask_in_browser(driver, url, QUESTION)
         assert status.startswith("Turn 1: answered from uploaded_clip.mp4."), status
         assert expected_upload.strip() in text_of(driver, "#chatbot")
