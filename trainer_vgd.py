@@ -181,6 +181,24 @@ class DialogueTurnDataset(Dataset):
         return self._lengths
 
 
+def held_out_matching_pairs(dataset: DialogueTurnDataset) -> list[tuple[int, str, float]]:
+    """Held-out video-text pairs: the last turn of every dialogue of `dataset` with its own video (label 1.0), then
+    with the video of the next dialogue in sorted video-id order (0.0, a derangement), as `(item index, video id,
+    label)`; empty when there are fewer than two dialogues."""
+    last = {}  # image_id -> (turn, index) of its last turn
+    for index, (image_id, turn) in enumerate(zip(dataset.split["image_id"], dataset.split["turn"])):
+        if image_id not in last or turn > last[image_id][0]:
+            last[image_id] = (turn, index)
+    image_ids = sorted(last)
+    if len(image_ids) < 2:
+        return []
+    pairs = []
+    for k, image_id in enumerate(image_ids):
+        pairs.append((last[image_id][1], image_id, 1.0))
+        pairs.append((last[image_id][1], image_ids[(k + 1) % len(image_ids)], 0.0))
+    return pairs
+
+
 class GenerationCollator:
     """Batches raw inputs with the processor (left padding, no answer) for `generate()`, keeping
     `max_new_tokens` text positions free in every prompt for the generated tokens."""
@@ -709,18 +727,9 @@ class VGDTrainer(Trainer):
         with its answer and `<cls>`) once with its own video and once with the video of the next dialogue (a
         derangement). Returns `matching_accuracy` (the sign of `mvt_logits` right, over both pairs of every
         dialogue), `matching_ranking_accuracy` (own video scored above the other one) and `matching_dialogs`."""
-        last = {}  # image_id -> (turn, index) of its last turn
-        for index, (image_id, turn) in enumerate(zip(dataset.split["image_id"], dataset.split["turn"])):
-            if image_id not in last or turn > last[image_id][0]:
-                last[image_id] = (turn, index)
-        last_turn = {image_id: index for image_id, (_, index) in last.items()}
-        image_ids = sorted(last_turn)
-        if len(image_ids) < 2:
+        pairs = held_out_matching_pairs(dataset)
+        if not pairs:
             return {}
-        pairs = []  # (dialogue index, video id, label)
-        for k, image_id in enumerate(image_ids):
-            pairs.append((last_turn[image_id], image_id, 1.0))
-            pairs.append((last_turn[image_id], image_ids[(k + 1) % len(image_ids)], 0.0))
         collator = DataCollatorForVGD(self.processing_class, mlm_probability=0, mvm_probability=0, mvt_probability=0, append_cls=True)
 
         def collate(chunk):
@@ -890,4 +899,5 @@ __all__ = [
     "VGDTrainingArguments",
     "avsd_caption_metrics",
     "caption_text",
+    "held_out_matching_pairs",
 ]

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from modeling_vgd_gpt2 import VGDGPT2ForDialogue  # noqa: E402
 from processing_vgd import DataCollatorForVGD, VGDProcessor  # noqa: E402
 from run_vgd import DataArguments, demo_cache_dir, feature_stores, load_splits  # noqa: E402
-from trainer_vgd import DialogueTurnDataset, VGDTrainer, VGDTrainingArguments  # noqa: E402
+from trainer_vgd import DialogueTurnDataset, VGDTrainer, VGDTrainingArguments, held_out_matching_pairs  # noqa: E402
 
 
 def response_loss(model, dataset, collator, batch_size=64) -> float:
@@ -46,17 +46,11 @@ def response_loss(model, dataset, collator, batch_size=64) -> float:
 def answer_likelihood_ranking(model, dataset, collator, batch_size=64) -> float:
     """Fraction of dialogues whose last answer has a lower response loss with their own video than with the next
     dialogue's (the pairs of `VGDTrainer.matching_accuracy`)."""
-    last = {}
-    for index, (image_id, turn) in enumerate(zip(dataset.split["image_id"], dataset.split["turn"])):
-        if image_id not in last or turn > last[image_id][0]:
-            last[image_id] = (turn, index)
-    image_ids = sorted(last)
     examples = []
-    for k, image_id in enumerate(image_ids):
-        for video_id in (image_id, image_ids[(k + 1) % len(image_ids)]):
-            inputs = dataset.raw_inputs(last[image_id][1])
-            inputs["video_features"] = dataset.feature_store[video_id]
-            examples.append(dataset.processor.process_example(**inputs))
+    for index, video_id, _ in held_out_matching_pairs(dataset):  # own video, then the other one, per dialogue
+        inputs = dataset.raw_inputs(index)
+        inputs["video_features"] = dataset.feature_store[video_id]
+        examples.append(dataset.processor.process_example(**inputs))
     losses = []
     with torch.no_grad():
         for start in range(0, len(examples), batch_size):
@@ -65,7 +59,8 @@ def answer_likelihood_ranking(model, dataset, collator, batch_size=64) -> float:
             labels = batch["labels"][:, 1:]
             token_losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
             losses.extend(((token_losses * (labels != -100)).sum(1) / (labels != -100).sum(1)).tolist())
-    return sum(own < other for own, other in zip(losses[0::2], losses[1::2])) / len(image_ids)
+    own, other = losses[0::2], losses[1::2]
+    return sum(a < b for a, b in zip(own, other)) / len(own)
 
 
 def measure(folder: str, data_dir: str | None = None) -> dict[str, float]:
