@@ -119,7 +119,7 @@ class ModelArguments:
     demo_activation: str = field(
         default="gelu_pytorch_tanh",
         metadata={"help": "MLP activation of the demo's offline GPT-2: gelu_pytorch_tanh (GPT-2's gelu_new tanh approximation as "
-                  "one fused kernel: the demo trains ~20% faster on a CPU) or gelu_new (GPT-2's own)."},
+                  "one fused kernel; 200 demo steps took 24.6 s against 25.4 s, one run each) or gelu_new (GPT-2's own)."},
     )
 
 
