@@ -17,6 +17,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin, GPT2Config, GPT2LMHeadModel
+from transformers.loss.loss_utils import fixed_cross_entropy
 from transformers.modeling_outputs import ModelOutput
 from transformers.models.gpt2.modeling_gpt2 import GPT2Model, GPT2PreTrainedModel
 from transformers.utils.deprecation import deprecate_kwarg
@@ -645,9 +646,7 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
             next_labels = labels[:, 1:].to(hidden_states.device)
             scored = next_labels != -100
             predicted = self.lm_head(hidden_states[:, :-1][scored]).float()
-            response_loss = F.cross_entropy(predicted, next_labels[scored], reduction="sum")
-            num_items = kwargs.get("num_items_in_batch")
-            response_loss = response_loss / (num_items if num_items is not None else scored.sum())
+            response_loss = fixed_cross_entropy(predicted, next_labels[scored], kwargs.get("num_items_in_batch"))
         else:
             kept = slice(-logits_to_keep, None) if logits_to_keep else slice(None)
             logits = self.lm_head(hidden_states[:, kept])
