@@ -50,7 +50,7 @@ from checkpointing_vgd import (
 )
 from modeling_vgd_gpt2 import VGDGPT2ForDialogue
 from processing_vgd import DataCollatorForVGD, VGDProcessor
-from trainer_vgd import DialogueTurnDataset, VGDTrainer, VGDTrainingArguments, avsd_caption_metrics
+from trainer_vgd import DialogueTurnDataset, TrainingDivergedError, VGDTrainer, VGDTrainingArguments, avsd_caption_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -703,7 +703,7 @@ def main(argv: list[str] | None = None):
         try:
             train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         except BaseException as error:
-            if training_args.world_size == 1 and trainer.state.global_step > 0:
+            if training_args.world_size == 1 and trainer.state.global_step > 0 and not isinstance(error, TrainingDivergedError):
                 where = trainer.save_emergency_checkpoint()
                 note = (
                     f"Training stopped at step {trainer.state.global_step}; "

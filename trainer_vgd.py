@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import random
 import shutil
@@ -272,6 +273,12 @@ class _CollatorStateRecorder:
         return self.collator(examples)
 
 
+class TrainingDivergedError(RuntimeError):
+    """A training loss stopped being finite (NaN / inf): the weights are no longer usable. Raised by
+    [`VGDTrainer`] at the first logging step that sees it (every `logging_steps`, where the losses are read anyway),
+    on every process; `run_vgd.py` then saves no rescue checkpoint of the diverged state."""
+
+
 class LabelledProgressCallback(ProgressCallback):
     """The Trainer's progress bars, labelled: "Training" (continuing from the resumed step) and "Evaluation loss"."""
 
@@ -454,9 +461,29 @@ class VGDTrainer(Trainer):
             steps = max(self.state.global_step - self._objective_steps_last_logged, 1)
             for index, name in enumerate(OBJECTIVES):
                 logs[f"{name}_loss"] = round(float(sums[index]) / steps, 6)
+            not_finite = [name for name in OBJECTIVES if not math.isfinite(logs[f"{name}_loss"])]
+            if not_finite:
+                raise TrainingDivergedError(self._divergence_message(not_finite, logs))
             self._objective_loss_sums.zero_()
             self._objective_steps_last_logged = self.state.global_step
         super().log(logs, start_time)
+
+    def _divergence_message(self, not_finite: list[str], logs: dict) -> str:
+        first = self._objective_steps_last_logged + 1
+        losses = ", ".join(f"{name}_loss {logs[f'{name}_loss']}" for name in OBJECTIVES if f"{name}_loss" in logs)
+        checkpoint, _ = find_last_complete_checkpoint(self.args.output_dir, self.run_id) if os.path.isdir(self.args.output_dir) else (None, [])
+        if checkpoint is None:
+            kept = "no checkpoint of this run was saved before it"
+        elif int(checkpoint.rstrip(os.sep).rsplit("-", 1)[-1]) < first:
+            kept = f"the newest checkpoint before it is {checkpoint} (--resume_from_checkpoint {checkpoint})"
+        else:
+            kept = f"checkpoints from step {first} on (the newest: {checkpoint}) may already hold non-finite weights"
+        return (
+            f"Training diverged: the {' / '.join(not_finite)} loss stopped being finite between steps {first} and "
+            f"{self.state.global_step} ({losses}; learning rate {logs.get('learning_rate')}). The weights are no longer "
+            f"usable, so this state is not saved; {kept}. Try a lower --learning_rate, a longer --warmup_steps or "
+            "training in float32 (without --bf16 / --fp16)."
+        )
 
     # ------------------------------------------------------------------ length-grouped batches
 
@@ -895,6 +922,7 @@ __all__ = [
     "DialogueTurnDataset",
     "GenerationCollator",
     "OBJECTIVES",
+    "TrainingDivergedError",
     "VGDTrainer",
     "VGDTrainingArguments",
     "avsd_caption_metrics",

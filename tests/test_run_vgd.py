@@ -7,10 +7,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 import run_vgd
-from trainer_vgd import VGDTrainer
+from trainer_vgd import TrainingDivergedError, VGDTrainer
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -146,3 +147,26 @@ def test_cpu_runs_keep_freed_memory_for_reuse():
     untouched, default_faults = run({**env, "MALLOC_ARENA_MAX": "2"})
     assert (tuned, untouched) == ("True", "False")
     assert float(tuned_faults) < 50 and float(default_faults) > 4 * float(tuned_faults)  # measured: 9-19 vs 160-260
+
+
+def test_a_diverged_run_stops_with_a_clear_error_and_saves_no_diverged_state(tmp_path, monkeypatch):
+    calls = []
+    original = VGDTrainer.training_step
+
+    def blowing_up_step(self, model, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # what a too-high learning rate does: the weights stop being finite
+            with torch.no_grad():
+                model.video_projection.weight.fill_(float("nan"))
+        return original(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(VGDTrainer, "training_step", blowing_up_step)
+    args = ["--max_steps", "6", "--logging_steps", "1", "--save_strategy", "steps", "--save_steps", "2"]
+    with pytest.raises(TrainingDivergedError) as error:
+        run_vgd.main(TINY + args + ["--output_dir", str(tmp_path), "--do_train"])
+    message = str(error.value)
+    assert "Training diverged" in message and "between steps 3 and 3" in message and "response_loss nan" in message
+    assert f"the newest checkpoint before it is {tmp_path / 'checkpoint-2'}" in message
+    assert calls == [1, 1, 1]  # stopped at the first logging step that saw it
+    assert (tmp_path / "checkpoint-2").is_dir() and not (tmp_path / "checkpoint-3").exists()
+    assert not (tmp_path / "model.safetensors").exists()  # neither a final model nor a rescue checkpoint of the NaN state
