@@ -269,8 +269,11 @@ class VGDProcessor(ProcessorMixin):
         """The feature extractor and tokenizer as transformers loads them; the video processor from
         `processor_config.json`, or a backbone-less one for processors saved before video files were supported."""
         processor_dict = processor_dict or {}
-        feature_extractor = AutoFeatureExtractor.from_pretrained(pretrained_model_name_or_path, **kwargs)
-        tokenizer = cls._load_tokenizer_from_pretrained("tokenizer", pretrained_model_name_or_path, **kwargs)
+        # The concrete classes, not AutoFeatureExtractor / AutoTokenizer: those read the folder's config.json, whose
+        # auto_map (custom code) makes transformers ask for trust_remote_code although VGDProcessor is already
+        # imported (e.g. `VGDProcessor.from_pretrained("outputs/demo")`).
+        feature_extractor = VGDVideoFeatureExtractor.from_pretrained(pretrained_model_name_or_path, **kwargs)
+        tokenizer = GPT2Tokenizer.from_pretrained(pretrained_model_name_or_path, **kwargs)
         settings = dict(processor_dict.get("video_processor") or {})
         settings.pop("video_processor_type", None)
         return [feature_extractor, tokenizer, VGDVideoProcessor(**settings)]

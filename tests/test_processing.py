@@ -727,3 +727,28 @@ def test_collator_in_dataloader_workers(processor):
     torch.manual_seed(0)
     again = [b["mlm_labels"] for b in torch.utils.data.DataLoader(examples, batch_size=2, collate_fn=collator, num_workers=2)]
     assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+def test_loading_the_class_from_a_model_folder_asks_for_no_remote_code(tiny_gpt2_dir, processor, tmp_path, monkeypatch):
+    """`VGDProcessor.from_pretrained(folder)` with the class imported: the folder's config.json maps the auto
+    classes to custom code, which must not make transformers ask for trust_remote_code (an interactive prompt)."""
+    import transformers.models.auto.configuration_auto as configuration_auto
+    import transformers.models.auto.feature_extraction_auto as feature_extraction_auto
+    import transformers.models.auto.tokenization_auto as tokenization_auto
+
+    from modeling_vgd_gpt2 import VGDGPT2ForDialogue
+
+    model = VGDGPT2ForDialogue.from_gpt2_pretrained(tiny_gpt2_dir, processor=processor)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    assert "auto_map" in json.loads((tmp_path / "config.json").read_text())
+
+    def asked(*args, **kwargs):
+        raise AssertionError("transformers was asked to resolve trust_remote_code")
+
+    for module in (configuration_auto, feature_extraction_auto, tokenization_auto):
+        monkeypatch.setattr(module, "resolve_trust_remote_code", asked)
+    loaded = VGDProcessor.from_pretrained(tmp_path)
+    assert loaded.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
+    assert loaded.feature_extractor.to_dict() == processor.feature_extractor.to_dict()
+    assert loaded.cls_token_id == processor.cls_token_id and loaded.tokenizer.pad_token == processor.tokenizer.pad_token
