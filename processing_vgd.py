@@ -266,7 +266,7 @@ class VGDProcessor(ProcessorMixin):
 
     @classmethod
     def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
-        """The feature extractor and tokenizer as transformers loads them; the video processor from
+        """The feature extractor and the tokenizer saved in the folder; the video processor from
         `processor_config.json`, or a backbone-less one for processors saved before video files were supported."""
         processor_dict = processor_dict or {}
         # The concrete classes, not AutoFeatureExtractor / AutoTokenizer: those read the folder's config.json, whose

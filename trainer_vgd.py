@@ -39,6 +39,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from checkpointing_vgd import (
     CHECKPOINT_INFO_NAME,
+    CHECKPOINT_PATTERN,
     STAGING_PREFIX,
     checkpoint_problem,
     find_last_complete_checkpoint,
@@ -470,11 +471,11 @@ class VGDTrainer(Trainer):
 
     def _divergence_message(self, not_finite: list[str], logs: dict) -> str:
         first = self._objective_steps_last_logged + 1
-        losses = ", ".join(f"{name}_loss {logs[f'{name}_loss']}" for name in OBJECTIVES if f"{name}_loss" in logs)
-        checkpoint, _ = find_last_complete_checkpoint(self.args.output_dir, self.run_id) if os.path.isdir(self.args.output_dir) else (None, [])
+        losses = ", ".join(f"{name}_loss {logs[f'{name}_loss']}" for name in OBJECTIVES)
+        checkpoint, _ = find_last_complete_checkpoint(self.args.output_dir, self.run_id)
         if checkpoint is None:
             kept = "no checkpoint of this run was saved before it"
-        elif int(checkpoint.rstrip(os.sep).rsplit("-", 1)[-1]) < first:
+        elif int(CHECKPOINT_PATTERN.match(os.path.basename(checkpoint)).group(1)) < first:
             kept = f"the newest checkpoint before it is {checkpoint} (--resume_from_checkpoint {checkpoint})"
         else:
             kept = f"checkpoints from step {first} on (the newest: {checkpoint}) may already hold non-finite weights"

@@ -1,7 +1,7 @@
 """The video-text matching objective (MVT) learns a pairing when one is there to learn.
 
-On a one-fact task (every video is one of 8 colour prototypes plus noise; the caption and the answer name a colour)
-the collator's negatives (another example's video, `DataCollatorForVGD`) and `mvt_loss` alone train the `<cls>`
+On a one-fact task (every video is one of 4 colour prototypes plus noise; the caption names a colour) the
+collator's negatives (another example's video, `DataCollatorForVGD`) and `mvt_loss` alone train the `<cls>`
 head of a tiny VGD-GPT2 to tell real from corrupted pairs on held-out pairs far above chance. Same collator, model
 and loss as training; only the task is small. (On the demo's synthetic task the head stays at 0.5 within the
 demo's budget: see docs/design.md, "Matching accuracy".)"""
