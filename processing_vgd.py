@@ -3,18 +3,21 @@
 [`VGDProcessor`] tokenises caption, dialogue history, question and (for training) answer, lays out one sequence per
 example (`<video>` placeholders first, then the text), truncates what does not fit and returns the tensors the model
 consumes (`input_ids`, `attention_mask`, `modality_ids`, `turn_ids`, `video_features`, `video_mask`, `labels`).
-Video features are prepared by [`VGDVideoFeatureExtractor`] (`feature_extraction_vgd.py`); the training collator
-[`DataCollatorForVGD`] lives in `data_collator_vgd.py` and is re-exported here.
+Video features are prepared by [`VGDVideoFeatureExtractor`] (`feature_extraction_vgd.py`). `pad_examples` pads
+unbatched examples for the processor and for the training collator (`avsd_dataset/collator.py`, not part of a saved
+model).
 """
 
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from transformers import AutoFeatureExtractor, GPT2Tokenizer
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
@@ -23,15 +26,140 @@ from transformers.processing_utils import ProcessorMixin
 try:  # package layout (Hub / `trust_remote_code`): the files sit next to this one
     from .chat_template_vgd import VGD_CHAT_TEMPLATE, call_processor, conversation_to_example
     from .configuration_vgd_gpt2 import MODALITY_CAP, MODALITY_SYS, MODALITY_USR, MODALITY_VIS, VGDGPT2Config
-    from .data_collator_vgd import IGNORE_INDEX, DataCollatorForVGD, _pad_batch
-    from .feature_extraction_vgd import AVSD_STREAM_ORDER, VGDVideoFeatureExtractor, uniform_frame_indices
+    from .feature_extraction_vgd import AVSD_STREAM_ORDER, VGDVideoFeatureExtractor, _pad_videos, uniform_frame_indices
     from .video_processing_vgd import VGDVideoProcessor
 except ImportError:  # top-level module layout (the repository root on sys.path)
     from chat_template_vgd import VGD_CHAT_TEMPLATE, call_processor, conversation_to_example
     from configuration_vgd_gpt2 import MODALITY_CAP, MODALITY_SYS, MODALITY_USR, MODALITY_VIS, VGDGPT2Config
-    from data_collator_vgd import IGNORE_INDEX, DataCollatorForVGD, _pad_batch
-    from feature_extraction_vgd import AVSD_STREAM_ORDER, VGDVideoFeatureExtractor, uniform_frame_indices
+    from feature_extraction_vgd import AVSD_STREAM_ORDER, VGDVideoFeatureExtractor, _pad_videos, uniform_frame_indices
     from video_processing_vgd import VGDVideoProcessor
+
+
+# ---------------------------------------------------------------------------------------------- padding
+
+IGNORE_INDEX = -100
+
+# Every key of one unbatched processor output / one collator input.
+TEXT_KEYS = ("input_ids", "attention_mask", "modality_ids", "turn_ids")
+TEXT_PAD_VALUES = {
+    "attention_mask": 0,
+    "modality_ids": 0,
+    "turn_ids": 0,
+    "labels": IGNORE_INDEX,
+    "mlm_labels": IGNORE_INDEX,
+}
+
+
+def as_1d(value: Any, key: str, index: int) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    array = np.asarray(value)
+    if array.ndim != 1:
+        raise ValueError(f"example {index}: {key} must be 1-D (one unbatched example), got shape {tuple(array.shape)}")
+    return array
+
+
+def example_video(example: Mapping[str, Any], index: int, video_feature_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """`(video_features [F, P, D] float32, video_mask [F, P] bool)` of one unbatched example."""
+    features = example.get("video_features")
+    if features is None:
+        return np.zeros((0, 1, video_feature_dim), np.float32), np.zeros((0, 1), bool)
+    if isinstance(features, torch.Tensor):
+        features = features.detach().cpu().numpy()
+    features = np.asarray(features, dtype=np.float32)
+    if features.ndim == 2:
+        features = features[:, None, :]
+    if features.ndim != 3:
+        raise ValueError(
+            f"example {index}: video_features must be [frames, regions, dim] for one example, "
+            f"got {tuple(features.shape)}"
+        )
+    mask = example.get("video_mask")
+    if mask is None:
+        mask = np.ones(features.shape[:2], dtype=bool)
+    else:
+        if isinstance(mask, torch.Tensor):
+            mask = mask.detach().cpu().numpy()
+        mask = np.asarray(mask, dtype=bool)
+        if mask.ndim == 1 and features.shape[1] == 1:
+            mask = mask[:, None]
+        if mask.shape != features.shape[:2]:
+            raise ValueError(
+                f"example {index}: video_mask has shape {tuple(mask.shape)} but video_features {tuple(features.shape)}"
+            )
+    return features, mask
+
+
+def pad_examples(
+    examples: Sequence[Mapping[str, Any]],
+    pad_token_id: int,
+    padding_side: str,
+    video_feature_dim: int,
+    pad_to_multiple_of: int | None = None,
+    allocate_video: Callable[[tuple[int, ...]], np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Pad unbatched examples (each a dict of 1-D arrays, [`VGDProcessor.process_example`] outputs) into `[B, L]` text arrays and `[B, F, P, D]` / `[B, F, P]` video arrays (numpy)."""
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    if len(examples) == 0:
+        raise ValueError("cannot pad an empty list of examples")
+    missing = [key for key in TEXT_KEYS if key not in examples[0]]
+    if missing:
+        raise ValueError(
+            f"example 0 lacks {missing}: examples must be VGDProcessor outputs with keys {list(TEXT_KEYS)}"
+        )
+    text_keys = [key for key in examples[0] if key not in ("video_features", "video_mask")]
+    for index, example in enumerate(examples):
+        keys = [key for key in example if key not in ("video_features", "video_mask")]
+        if sorted(keys) != sorted(text_keys):
+            raise ValueError(f"example {index} has keys {sorted(keys)} but example 0 has {sorted(text_keys)}")
+
+    columns = {key: [as_1d(example[key], key, index) for index, example in enumerate(examples)] for key in text_keys}
+    lengths = [len(ids) for ids in columns["input_ids"]]
+    for key in text_keys:
+        for index, values in enumerate(columns[key]):
+            if len(values) != lengths[index]:
+                raise ValueError(
+                    f"example {index}: {key} has {len(values)} entries but input_ids has {lengths[index]}"
+                )
+    max_length = max(lengths)
+    if pad_to_multiple_of:
+        max_length = int(math.ceil(max_length / pad_to_multiple_of) * pad_to_multiple_of)
+
+    batch: dict[str, np.ndarray] = {}
+    for key in text_keys:
+        pad_value = pad_token_id if key == "input_ids" else TEXT_PAD_VALUES.get(key, IGNORE_INDEX)
+        array = np.full((len(examples), max_length), pad_value, dtype=np.int64)
+        for i, values in enumerate(columns[key]):
+            if padding_side == "left":
+                array[i, max_length - len(values) :] = values
+            else:
+                array[i, : len(values)] = values
+        batch[key] = array
+
+    videos = [example_video(example, index, video_feature_dim) for index, example in enumerate(examples)]
+    with_video = [i for i, (features, _) in enumerate(videos) if features.shape[0] > 0]
+    dims = {videos[i][0].shape[2] for i in with_video}
+    if len(dims) > 1:
+        first = with_video[0]
+        first_dim = videos[first][0].shape[2]
+        other = next(i for i in with_video if videos[i][0].shape[2] != first_dim)
+        raise ValueError(
+            f"examples of one batch have different video feature dims: example {first} has "
+            f"{first_dim}, example {other} has {videos[other][0].shape[2]}"
+        )
+    if dims:
+        dim = dims.pop()
+        features, mask = _pad_videos(
+            [f if f.shape[0] > 0 else np.zeros((0, 1, dim), np.float32) for f, _ in videos],
+            [m for _, m in videos],
+            dim,
+            allocate_video,
+        )
+        batch["video_features"] = features
+        batch["video_mask"] = mask
+    return batch
+
 
 
 # The special tokens of docs/design.md, in the order `from_gpt2_pretrained` adds them (ids vocab, vocab + 1, ...).
@@ -538,7 +666,7 @@ class VGDProcessor(ProcessorMixin):
             [`BatchFeature`] of `[B, L]` text arrays and `[B, F, P, D]` / `[B, F, P]` video arrays, as tensors of
             `return_tensors` (`"pt"`, `"np"`; `None` keeps numpy arrays).
         """
-        batch = _pad_batch(
+        batch = pad_examples(
             examples,
             pad_token_id=self.pad_token_id,
             padding_side=padding_side,
@@ -820,9 +948,22 @@ VGDProcessor.register_for_auto_class("AutoProcessor")
 AutoFeatureExtractor.register(VGDGPT2Config, VGDVideoFeatureExtractor, exist_ok=True)
 
 
+
+
+# Names that moved out of this file (a saved model ships this file; the training collator is not part of it).
+_MOVED = {"DataCollatorForVGD": "from avsd_dataset.collator import DataCollatorForVGD", "_pad_batch": "from processing_vgd import pad_examples"}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        raise ImportError(f"{name} is no longer in processing_vgd: use `{_MOVED[name]}` (the training collator is not part of a saved model)")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "AVSD_STREAM_ORDER",
-    "DataCollatorForVGD",
+    "IGNORE_INDEX",
+    "pad_examples",
     "VGDVideoProcessor",
     "VGDProcessor",
     "VGDTruncationStats",

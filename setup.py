@@ -13,8 +13,14 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    py_modules=["configuration_vgd_gpt2", "modeling_vgd_gpt2", "processing_vgd", "feature_extraction_vgd", "data_collator_vgd", "checkpointing_vgd", "video_processing_vgd", "video_backbone_vgd", "trainer_vgd", "run_vgd", "chat_template_vgd", "pipeline_vgd", "visualization_vgd", "chat_vgd", "app_vgd", "measure_relevance_vgd"],
-    packages=find_packages(include=["avsd_dataset", "avsd_dataset.*"]),
+    # the model's remote-code files (what save_pretrained copies), the training entry point, and the deprecated
+    # aliases of modules that moved into the packages (removed in 0.3)
+    py_modules=[
+        "configuration_vgd_gpt2", "modeling_vgd_gpt2", "processing_vgd", "feature_extraction_vgd", "video_processing_vgd",
+        "video_backbone_vgd", "chat_template_vgd", "pipeline_vgd", "run_vgd",
+        "trainer_vgd", "data_collator_vgd", "checkpointing_vgd", "chat_vgd", "app_vgd", "visualization_vgd",
+    ],
+    packages=find_packages(include=["avsd_dataset", "avsd_dataset.*", "vgd_training", "vgd_training.*", "vgd_apps", "vgd_apps.*"]),
     package_data={"avsd_dataset": ["*.txt"]},
     install_requires=[
         "torch>=2.4",
@@ -40,7 +46,7 @@ setup(
         "tensorboard": ["tensorboard>=2.16"],
         "deepspeed": ["deepspeed>=0.16"],
     },
-    entry_points={"console_scripts": ["vgd-score=avsd_dataset.score:main"]},
+    entry_points={"console_scripts": ["vgd-score=avsd_dataset.score:main", "vgd-chat=vgd_apps.chat:main", "vgd-web=vgd_apps.web:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

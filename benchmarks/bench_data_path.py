@@ -54,7 +54,8 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from avsd_dataset.offline_gpt2 import train_gpt2_tokenizer  # noqa: E402
-from processing_vgd import AVSD_STREAM_ORDER, DataCollatorForVGD, VGDProcessor  # noqa: E402
+from avsd_dataset.collator import DataCollatorForVGD  # noqa: E402
+from processing_vgd import AVSD_STREAM_ORDER, VGDProcessor  # noqa: E402
 
 
 STREAM_DIMS = {"i3d_rgb": 2048, "i3d_flow": 2048, "vggish": 128}

@@ -649,7 +649,8 @@ def bench_data_path(p: dict, log=print) -> dict:
     [T', 128], T in [150, 250]) with a warm page cache; plus the time of each stage alone. See
     benchmarks/bench_data_path.py for the detailed data-path benchmark (several processor configurations)."""
     from avsd_dataset.offline_gpt2 import train_gpt2_tokenizer  # lazy: tokenizers (a transformers dependency)
-    from processing_vgd import AVSD_STREAM_ORDER, DataCollatorForVGD, VGDProcessor
+    from avsd_dataset.collator import DataCollatorForVGD
+    from processing_vgd import AVSD_STREAM_ORDER, VGDProcessor
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:

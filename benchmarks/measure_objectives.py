@@ -26,9 +26,13 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from modeling_vgd_gpt2 import VGDGPT2ForDialogue  # noqa: E402
-from processing_vgd import DataCollatorForVGD, VGDProcessor  # noqa: E402
-from run_vgd import DataArguments, demo_cache_dir, feature_stores, load_splits  # noqa: E402
-from trainer_vgd import DialogueTurnDataset, VGDTrainer, VGDTrainingArguments, held_out_matching_pairs  # noqa: E402
+from avsd_dataset.collator import DataCollatorForVGD  # noqa: E402
+from processing_vgd import VGDProcessor  # noqa: E402
+from avsd_dataset.demo import demo_cache_dir  # noqa: E402
+from avsd_dataset.splits import feature_stores, load_splits  # noqa: E402
+from run_vgd import DataArguments  # noqa: E402
+from avsd_dataset.turns import DialogueTurnDataset, held_out_matching_pairs  # noqa: E402
+from vgd_training import VGDTrainer, VGDTrainingArguments  # noqa: E402
 
 
 def response_loss(model, dataset, collator, batch_size=64) -> float:

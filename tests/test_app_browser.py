@@ -114,7 +114,7 @@ def test_page_answers_like_the_pipeline_and_draws_the_relevance_map(model_dir, t
     from selenium.webdriver.support.ui import WebDriverWait
     from transformers import pipeline
 
-    from chat_vgd import find_demo_videos
+    from vgd_apps.chat import find_demo_videos
 
     first = find_demo_videos(os.path.join(model_dir, "data"))[0]
     question = "what is on the table ?"

@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 
+import avsd_dataset.splits as avsd_splits
 import run_vgd
 from avsd_dataset.features import BAD_VALUES, VideoFeatureStore, VideoFeatureValidationError, UnreadableVideoFeatureError
 from test_avsd_dataset import TRAIN_DIALOGUES, VALID_DIALOGUES, TEST_DIALOGUES, avsd_dir, feature_root, write_features  # noqa: F401 (fixtures)
@@ -72,11 +73,11 @@ def test_skip_missing_features_drops_the_videos_with_bad_values(avsd_dir, featur
     bad_id = TEST_DIALOGUES[0][0]
     corrupt(feature_root, bad_id, kind, split_dir="vggish_testset")
     data_args = run_vgd.DataArguments(data_dir=avsd_dir, feature_dir=feature_root, cache_dir=str(tmp_path / "cache"))
-    splits, _ = run_vgd.load_splits(data_args)
+    splits, _ = avsd_splits.load_splits(data_args)
     with pytest.raises(VideoFeatureValidationError, match=f"{bad_id} \\[vggish\\] bad_values"):
-        run_vgd.feature_stores(data_args, splits, ["test"])
+        avsd_splits.feature_stores(data_args, splits, ["test"])
     data_args.skip_missing_features = True
-    stores = run_vgd.feature_stores(data_args, splits, ["test"])
+    stores = avsd_splits.feature_stores(data_args, splits, ["test"])
     kept = set(splits["test"]["image_id"])
     assert bad_id not in kept and kept == {image_id for image_id, _ in TEST_DIALOGUES} - {bad_id}
     assert stores["test"].split == "test"

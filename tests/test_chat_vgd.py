@@ -278,7 +278,7 @@ def test_relevance_of_an_example_without_video_is_none(chat):
 
 
 def test_plot_helper_writes_a_png(tmp_path):
-    from visualization_vgd import plot_video_relevance
+    from vgd_apps.visualization import plot_video_relevance
 
     relevance = np.random.default_rng(0).random((4, 9))
     relevance /= relevance.sum()
@@ -295,7 +295,7 @@ def test_plot_helper_writes_a_png(tmp_path):
 
 
 def test_terminal_chat_streams_answers_keeps_history_and_reports_errors(chat, model_dir, videos, tmp_path):
-    from chat_vgd import find_demo_videos
+    from vgd_apps.chat import find_demo_videos
 
     demo = find_demo_videos(os.path.join(model_dir, "data"))
     assert len(demo) == 8
@@ -328,7 +328,7 @@ def test_terminal_chat_streams_answers_keeps_history_and_reports_errors(chat, mo
 
 
 def test_terminal_chat_without_a_model_says_how_to_get_one(tmp_path, monkeypatch, capsys):
-    import chat_vgd
+    import vgd_apps.chat as chat_vgd
 
     monkeypatch.chdir(tmp_path)  # no outputs/demo here
     assert chat_vgd.main([]) == 1
@@ -338,7 +338,7 @@ def test_terminal_chat_without_a_model_says_how_to_get_one(tmp_path, monkeypatch
 def test_answers_stream_token_by_token_through_the_pipeline(chat, videos):
     from transformers.generation.streamers import BaseStreamer
 
-    from chat_vgd import DialogueSession
+    from vgd_apps.chat import DialogueSession
 
     class Recorder(BaseStreamer):
         def __init__(self):
@@ -366,8 +366,8 @@ def test_answers_stream_token_by_token_through_the_pipeline(chat, videos):
 def test_default_data_dir_finds_the_demo_cache_beside_the_model(tmp_path):
     """`python run_vgd.py` keeps the demo's dataset in demo-cache/data-<hash> beside outputs/demo and points
     demo-cache/data at the newest one: the chat's default dataset is found there (and in <model>/data first)."""
-    from chat_vgd import default_data_dir
-    from run_vgd import _link_latest
+    from vgd_apps.chat import default_data_dir
+    from avsd_dataset.demo import link_latest as _link_latest
 
     model = tmp_path / "demo"
     model.mkdir()

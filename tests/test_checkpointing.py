@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from checkpointing_vgd import CHECKPOINT_INFO_NAME, find_last_complete_checkpoint
+from vgd_training.checkpointing import CHECKPOINT_INFO_NAME, find_last_complete_checkpoint
 from modeling_vgd_gpt2 import VGDGPT2ForDialogue
-from processing_vgd import DataCollatorForVGD, VGDProcessor
-from trainer_vgd import VGDTrainer, VGDTrainingArguments
+from avsd_dataset.collator import DataCollatorForVGD
+from processing_vgd import VGDProcessor
+from vgd_training import VGDTrainer, VGDTrainingArguments
 
 DIM = 6
 

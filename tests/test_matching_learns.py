@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from modeling_vgd_gpt2 import VGDGPT2ForDialogue
-from processing_vgd import DataCollatorForVGD, VGDProcessor
+from avsd_dataset.collator import DataCollatorForVGD
+from processing_vgd import VGDProcessor
 
 COLOURS = ["red", "blue", "green", "black"]
 DIM = 16

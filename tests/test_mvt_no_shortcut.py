@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from processing_vgd import DataCollatorForVGD, VGDProcessor
+from avsd_dataset.collator import DataCollatorForVGD
+
+from processing_vgd import VGDProcessor
 
 D = 6
 WORDS = "a man woman opens closes the window door cup red blue book table sits walks room kitchen".split()

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from configuration_vgd_gpt2 import VGDGPT2Config
 from modeling_vgd_gpt2 import VGDGPT2ForDialogue
-from trainer_vgd import VGDTrainer, VGDTrainingArguments
+from vgd_training import VGDTrainer, VGDTrainingArguments
 
 VOCAB, DIM = 50, 5
 VIDEO, CAP, USR, SYS, CLS, MASK, PAD, EOS = 40, 41, 42, 43, 44, 45, 46, 0

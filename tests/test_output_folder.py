@@ -14,7 +14,7 @@ import pytest
 from safetensors import safe_open
 
 import run_vgd
-from trainer_vgd import VGDTrainer
+from vgd_training import VGDTrainer
 
 TINY = [
     "--demo_num_train_dialogs", "24", "--demo_num_valid_dialogs", "4", "--demo_num_test_dialogs", "8",
@@ -173,9 +173,9 @@ def test_a_used_folder_is_refused_then_replaced_with_overwrite_output_dir(tmp_pa
 
 def test_demo_runs_replace_their_own_output_and_the_smoke_run_has_its_own_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    _, _, training_args = run_vgd.parse_arguments([])
+    _, _, _, training_args = run_vgd.parse_arguments([])
     assert training_args.output_dir == os.path.join("outputs", "demo")
-    _, _, training_args = run_vgd.parse_arguments(["--max_steps", "3"])
+    _, _, _, training_args = run_vgd.parse_arguments(["--max_steps", "3"])
     assert training_args.output_dir == os.path.join("outputs", "smoke")
     run_vgd.main(TINY + ["--max_steps", "1"])
     run_vgd.main(TINY + ["--max_steps", "2"])  # a demo run replaces an earlier demo run's output

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+import vgd_training.process as vgd_process
 import run_vgd
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -17,7 +18,7 @@ PAPER_CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "vgd_gpt2_*.
 
 def derived(total, world_size, per_device_cap):
     args = SimpleNamespace(total_train_batch_size=total, world_size=world_size, per_device_train_batch_size=per_device_cap, gradient_accumulation_steps=1)
-    run_vgd.apply_total_train_batch_size(args)
+    vgd_process.apply_total_train_batch_size(args)
     return args.per_device_train_batch_size, args.gradient_accumulation_steps
 
 
@@ -47,7 +48,7 @@ def test_paper_configs_follow_the_paper(config, tmp_path):
     values.pop("bf16")  # a GPU setting; this machine has no bf16 GPU
     cpu_config = tmp_path / os.path.basename(config)
     cpu_config.write_text(yaml.safe_dump(values))
-    _, _, training_args = run_vgd.parse_arguments([str(cpu_config)])
+    _, _, _, training_args = run_vgd.parse_arguments([str(cpu_config)])
     assert training_args.num_train_epochs == 50
     assert training_args.total_train_batch_size == 16
     assert training_args.eval_strategy == "epoch" and training_args.save_strategy == "epoch"

@@ -10,8 +10,10 @@ import pytest
 import torch
 import yaml
 
+import vgd_training.process as vgd_process
+import avsd_dataset.demo as avsd_demo
 import run_vgd
-from trainer_vgd import TrainingDivergedError, VGDTrainer
+from vgd_training import TrainingDivergedError, VGDTrainer
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,7 +32,7 @@ def test_smoke_run_writes_model_predictions_and_metrics(tmp_path):
     assert expected <= set(metrics)
     assert json.loads((output_dir / "metrics.json").read_text()) == pytest.approx(metrics)
     result = json.loads((output_dir / "test_result.json").read_text())
-    data_dirs = glob.glob(os.path.join(run_vgd.demo_cache_dir(run_vgd.DataArguments(), str(output_dir)), "data-*"))
+    data_dirs = glob.glob(os.path.join(avsd_demo.demo_cache_dir(run_vgd.DataArguments(), str(output_dir)), "data-*"))
     assert len(data_dirs) == 1
     test = json.loads(open(os.path.join(data_dirs[0], "test_set4DSTC7-AVSD.json")).read())
     assert [d["image_id"] for d in result["dialogs"]] == [d["image_id"] for d in test["dialogs"]]
@@ -39,12 +41,17 @@ def test_smoke_run_writes_model_predictions_and_metrics(tmp_path):
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert any("response_loss" in log for log in state["log_history"])
     assert "eval_CIDEr" in json.loads((output_dir / "eval_results.json").read_text())
+    # what the processor truncated is reported with the training metrics (not dropped as a nested dict)
+    all_results = json.loads((output_dir / "all_results.json").read_text())
+    assert all_results["train_truncation_examples"] > 0 and "train_truncation_history_turns_dropped" in all_results
     # the folder is a model folder: no dataset, no scratch backbone; a model card; ordinary file modes
     assert not (output_dir / "data").exists() and not (output_dir / "offline-gpt2").exists()
     assert not [name for name in os.listdir(output_dir) if os.path.isdir(output_dir / name)]
     card = (output_dir / "README.md").read_text()
-    assert "## Metrics" in card and "## Data" in card and "## Training" in card and "AutoModelForCausalLM.from_pretrained" in card
-    assert f"| answer_accuracy | - | {metrics['answer_accuracy']:.3f} |" in card
+    assert "## Model description" in card and "## Training and evaluation data" in card and "### Training hyperparameters" in card
+    assert "AutoModelForCausalLM.from_pretrained" in card and "More information needed" not in card
+    assert f"- answer_accuracy: {metrics['answer_accuracy']:.3f}" in card
+    assert str(tmp_path) not in card and "SchedulerType." not in card  # a relative usage path, readable settings
     umask = os.umask(0)
     os.umask(umask)
     for name in ("model.safetensors", "config.json", "README.md"):
@@ -58,7 +65,7 @@ def test_paper_configs_parse(config, tmp_path):
     assert values.pop("bf16") is True  # GPU configs; this machine has no bf16 GPU
     cpu_config = tmp_path / os.path.basename(config)
     cpu_config.write_text(yaml.safe_dump(values))
-    model_args, data_args, training_args = run_vgd.parse_arguments([str(cpu_config)])
+    model_args, data_args, _, training_args = run_vgd.parse_arguments([str(cpu_config)])
     assert model_args.model_name_or_path in ("gpt2", "gpt2-medium")
     assert training_args.learning_rate == 5e-5 and training_args.lr_scheduler_type == "inverse_sqrt"
     assert training_args.response_loss_weight == 1.5 and training_args.metric_for_best_model == "CIDEr"
@@ -68,7 +75,7 @@ def test_paper_configs_parse(config, tmp_path):
 def test_json_config_as_the_only_argument(tmp_path):
     path = tmp_path / "run.json"
     path.write_text(json.dumps({"data_dir": "data/avsd", "output_dir": str(tmp_path), "video_pooling": "temporal", "use_mvm": False}))
-    model_args, data_args, training_args = run_vgd.parse_arguments([str(path)])
+    model_args, data_args, _, training_args = run_vgd.parse_arguments([str(path)])
     assert model_args.video_pooling == "temporal" and not model_args.use_mvm
     assert training_args.per_device_train_batch_size == 16  # the paper's default, not the demo's
 
@@ -124,8 +131,8 @@ def test_two_process_accelerate_launch_trains_and_the_model_reloads(tmp_path):
 FAULTS_PER_STEP = """
 import resource, sys, types
 import torch
-import run_vgd
-tuned = run_vgd.keep_freed_memory_for_reuse(types.SimpleNamespace(device=torch.device("cpu")))
+import vgd_training.process as vgd_process
+tuned = vgd_process.keep_freed_memory_for_reuse(types.SimpleNamespace(device=torch.device("cpu")))
 def step(k):  # a training step's pattern: a few MB-sized buffers whose sizes vary with the batch, written, freed
     buffers = [torch.empty(n).fill_(1.0) for n in (200_000 * (1 + k % 5), 1_500_000, 3_000_000 + 100_000 * (k % 7))]
 for k in range(7):  # warm up

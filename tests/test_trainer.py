@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from modeling_vgd_gpt2 import VGDGPT2ForDialogue
-from processing_vgd import DataCollatorForVGD, VGDProcessor
+from avsd_dataset.collator import DataCollatorForVGD
+from processing_vgd import VGDProcessor
 from tests.local_hub import install_local_hub
-from trainer_vgd import VGDTrainer, VGDTrainingArguments
+from vgd_training import VGDTrainer, VGDTrainingArguments
 
 DIM = 6
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -189,7 +190,10 @@ def test_push_to_hub_offline_then_load_in_a_fresh_process(tiny_gpt2_dir, tmp_pat
     for name in ("model.safetensors", "config.json", "modeling_vgd_gpt2.py", "configuration_vgd_gpt2.py", "processing_vgd.py", "processor_config.json", "README.md"):
         assert (pushed / name).exists(), name
     card = (pushed / "README.md").read_text()
-    assert "| CIDEr | - | 0.500 |" in card and 'AutoModelForCausalLM.from_pretrained("test-user/vgd-tiny", trust_remote_code=True)' in card
+    assert "| CIDEr | 0.500 |" in card and 'AutoModelForCausalLM.from_pretrained("test-user/vgd-tiny", trust_remote_code=True)' in card
+    # the card is the Trainer's (metadata, hyperparameters, versions) with our sections filled in, no local paths
+    assert "More information needed" not in card and "### Training hyperparameters" in card and "- Transformers " in card
+    assert str(tmp_path) not in card and "SchedulerType." not in card and "np.load(" in card
 
     video = np.random.default_rng(0).normal(size=(3, 1, DIM)).astype(np.float32)
     inputs = processor(video_features=[video], caption=["a man opens the window"], history=[[]], question=["what does he do ?"], return_tensors="pt")

@@ -113,7 +113,7 @@ def test_terminal_chat_answers_about_video_files(trained, tmp_path):
 
 
 def test_frames_drawn_are_the_middle_frame_of_each_clip(trained):
-    from app_vgd import sample_frames
+    from vgd_apps.web import sample_frames
     from processing_vgd import VGDProcessor
     from video_processing_vgd import decode_video
 
@@ -136,7 +136,7 @@ def test_page_answers_about_an_mp4_and_draws_its_frames_with_the_heatmap(trained
     from selenium.webdriver.support.ui import WebDriverWait
     from transformers import pipeline
 
-    from chat_vgd import find_demo_videos
+    from vgd_apps.chat import find_demo_videos
 
     data_dir, _, model_dir = trained
     demo = find_demo_videos(data_dir, video_files=True)

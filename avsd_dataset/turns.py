@@ -1,0 +1,130 @@
+"""AVSD turns as model inputs: one item per dialogue turn, made model-ready on access.
+
+- `DialogueTurnDataset`: text from an AVSD split + video features from a `VideoFeatureStore` -> processor outputs
+  (training) or raw processor inputs (decoding, batched by `GenerationCollator`).
+- `held_out_matching_pairs`: the video-text pairs of the matching evaluation; `shuffled_videos`: the control split
+  whose dialogues see another dialogue's video.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+from torch.utils.data import Dataset
+
+
+def caption_text(row: dict, caption_fields: Sequence[str]) -> str:
+    """The caption input of one AVSD row: the chosen text fields (`caption`, `summary`) joined."""
+    return " ".join(row[name].strip() for name in caption_fields if row.get(name))
+
+
+class DialogueTurnDataset(Dataset):
+    """One AVSD turn per item, made model-ready on access: video features from a `VideoFeatureStore`,
+    text from an AVSD split (a `datasets.Dataset` of the `avsd_dataset.AVSD` builder).
+
+    `for_generation=False` yields unbatched processor outputs with the answer (for `DataCollatorForVGD`);
+    `for_generation=True` yields the raw inputs of `VGDProcessor.__call__` without the answer (for
+    `GenerationCollator`). `lengths` estimates each item's sequence length for length-grouped batching.
+    """
+
+    def __init__(self, split, feature_store, processor, caption_fields=("caption", "summary"), for_generation=False, video_lengths=None):
+        self.split = split
+        self.feature_store = feature_store
+        self.processor = processor
+        self.caption_fields = tuple(caption_fields)
+        self.for_generation = for_generation
+        self.video_lengths = video_lengths
+        self._lengths = None
+
+    def __len__(self):
+        return len(self.split)
+
+    def raw_inputs(self, index: int) -> dict:
+        row = self.split[int(index)]
+        video = self.feature_store[row["image_id"]] if self.feature_store is not None else None
+        return {
+            "video_features": video,
+            "caption": caption_text(row, self.caption_fields),
+            "history": [(turn["question"], turn["answer"]) for turn in row["history"]],
+            "question": row["question"],
+            "answer": row["answer"],
+        }
+
+    @property
+    def references(self) -> list[list[str]]:
+        """Reference responses per item: the multi-reference strings when the split has them (AVSD test),
+        otherwise the ground-truth answer."""
+        return [refs if refs else [answer] for refs, answer in zip(self.split["references"], self.split["answer"])]
+
+    def __getitem__(self, index):
+        inputs = self.raw_inputs(index)
+        if self.for_generation:
+            inputs.pop("answer")
+            return inputs
+        return self.processor.process_example(**inputs)
+
+    @property
+    def lengths(self) -> list[int]:
+        """Estimated tokens per item (words x 1.3 plus the video tokens when known), computed once from the
+        text columns without loading any feature file."""
+        if self._lengths is None:
+            columns = self.split.select_columns(["image_id", "caption", "summary", "history", "question", "answer"])
+            lengths = []
+            for row in columns:
+                words = len(caption_text(row, self.caption_fields).split()) + len(row["question"].split()) + len(row["answer"].split())
+                words += sum(len(turn["question"].split()) + len(turn["answer"].split()) for turn in row["history"])
+                video = self.video_lengths.get(row["image_id"], 0) if self.video_lengths else 0
+                lengths.append(int(words * 1.3) + 2 * len(row["history"]) + 4 + video)
+            self._lengths = lengths
+        return self._lengths
+
+
+def held_out_matching_pairs(dataset: DialogueTurnDataset) -> list[tuple[int, str, float]]:
+    """Held-out video-text pairs: the last turn of every dialogue of `dataset` with its own video (label 1.0), then
+    with the video of the next dialogue in sorted video-id order (0.0, a derangement), as `(item index, video id,
+    label)`; empty when there are fewer than two dialogues."""
+    last = {}  # image_id -> (turn, index) of its last turn
+    for index, (image_id, turn) in enumerate(zip(dataset.split["image_id"], dataset.split["turn"])):
+        if image_id not in last or turn > last[image_id][0]:
+            last[image_id] = (turn, index)
+    image_ids = sorted(last)
+    if len(image_ids) < 2:
+        return []
+    pairs = []
+    for k, image_id in enumerate(image_ids):
+        pairs.append((last[image_id][1], image_id, 1.0))
+        pairs.append((last[image_id][1], image_ids[(k + 1) % len(image_ids)], 0.0))
+    return pairs
+
+
+class GenerationCollator:
+    """Batches raw inputs with the processor (left padding, no answer) for `generate()`, keeping
+    `max_new_tokens` text positions free in every prompt for the generated tokens."""
+
+    def __init__(self, processor, max_new_tokens: int | None = None):
+        self.processor = processor
+        self.max_new_tokens = max_new_tokens
+
+    def __call__(self, items: list[dict]):
+        return self.processor(
+            video_features=[item["video_features"] for item in items],
+            caption=[item["caption"] for item in items],
+            history=[item["history"] for item in items],
+            question=[item["question"] for item in items],
+            return_tensors="pt",
+            max_new_tokens=self.max_new_tokens,
+        )
+
+
+def shuffled_videos(split, seed: int):
+    """A copy of `split` whose dialogues are each paired with another dialogue's video (a derangement)."""
+    ids = list(split["image_id"])
+    rng = random.Random(seed)
+    order = list(range(len(ids)))
+    while len(ids) > 1:
+        rng.shuffle(order)
+        if all(ids[i] != ids[j] for i, j in enumerate(order)):
+            break
+    shuffled = [ids[j] for j in order]
+    return split.remove_columns("image_id").add_column("image_id", shuffled)
