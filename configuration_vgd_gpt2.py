@@ -7,6 +7,21 @@ MODALITY_VIS = 0
 MODALITY_CAP = 1
 MODALITY_USR = 2
 MODALITY_SYS = 3
+
+# The special tokens of docs/design.md, the one list every file reads: tokenizer attribute -> token, in the order they
+# get their ids (vocab, vocab + 1, ...). `cls_token`, `mask_token` and `pad_token` are standard tokenizer attributes,
+# the others are the tokenizer's `extra_special_tokens` (so `tokenizer.video_token_id` works). The config stores each
+# id as `<attribute>_id` (`video_token_id`, ...), beside GPT-2's own `eos_token_id` / `bos_token_id`.
+SPECIAL_TOKENS = {
+    "video_token": "<video>",
+    "cap_token": "<cap>",
+    "usr_token": "<usr>",
+    "sys_token": "<sys>",
+    "cls_token": "<cls>",
+    "mask_token": "<mask>",
+    "pad_token": "<pad>",
+}
+SPECIAL_TOKEN_ID_FIELDS = tuple(f"{name}_id" for name in SPECIAL_TOKENS)
 NUM_MODALITIES = 4
 
 VIDEO_POOLING_MODES = ("spatiotemporal", "spatial", "temporal")

@@ -152,6 +152,14 @@ class VGDVideoFeatureExtractor(FeatureExtractionMixin):
 
     # ------------------------------------------------------------------ one video
 
+
+    def pooled_video_shape(self, num_frames: int, num_regions: int) -> tuple[int, int]:
+        """`(frames, regions)` of the video tokens for a video of `num_frames` x `num_regions` feature maps after this
+        extractor's frame cap and pooling: the one rule behind every count of video tokens (processor, length-grouped
+        batching, chat)."""
+        frames = 1 if self.video_pooling == "spatial" else min(int(num_frames), self.max_video_frames)
+        regions = 1 if self.video_pooling == "temporal" else int(num_regions)
+        return frames, regions
     def process_video(self, video: Any, index: int | None = None) -> np.ndarray:
         """Validate, align, pool and cap the features of one video.
 
@@ -201,8 +209,7 @@ class VGDVideoFeatureExtractor(FeatureExtractionMixin):
                 out[0, :, offset : offset + dim] = array.mean(axis=0, dtype=np.float32)
                 offset += dim
         else:
-            num_frames = min(min(array.shape[0] for _, array in streams), self.max_video_frames)
-            out_regions = 1 if self.video_pooling == "temporal" else regions
+            num_frames, out_regions = self.pooled_video_shape(min(array.shape[0] for _, array in streams), regions)
             first = streams[0][1]
             if (
                 len(streams) == 1

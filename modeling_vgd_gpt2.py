@@ -30,6 +30,7 @@ try:  # package layout (a Hub / save_pretrained folder)
         MODALITY_USR,
         MODALITY_VIS,
         NUM_MODALITIES,
+        SPECIAL_TOKEN_ID_FIELDS,
         VGDGPT2Config,
     )
     from .video_backbone_vgd import VGDVideoBackbone
@@ -40,6 +41,7 @@ except ImportError:  # top-level modules (the repository)
         MODALITY_USR,
         MODALITY_VIS,
         NUM_MODALITIES,
+        SPECIAL_TOKEN_ID_FIELDS,
         VGDGPT2Config,
     )
     from video_backbone_vgd import VGDVideoBackbone
@@ -51,17 +53,6 @@ except ImportError:
 
 logger = logging.getLogger(__name__)
 
-SPECIAL_TOKEN_FIELDS = (
-    "video_token_id",
-    "cap_token_id",
-    "usr_token_id",
-    "sys_token_id",
-    "cls_token_id",
-    "mask_token_id",
-    "pad_token_id",
-    "eos_token_id",
-    "bos_token_id",
-)
 
 
 @dataclass
@@ -325,9 +316,7 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
             model.generation_config.eos_token_id = config.eos_token_id
             model.generation_config.bos_token_id = config.bos_token_id
             # A response never contains the structural tokens: keep beams from wasting themselves on them.
-            model.generation_config.suppress_tokens = [
-                getattr(config, name) for name in SPECIAL_TOKEN_FIELDS if name not in ("eos_token_id", "bos_token_id")
-            ]
+            model.generation_config.suppress_tokens = [getattr(config, name) for name in SPECIAL_TOKEN_ID_FIELDS]
         return model
 
     # ------------------------------------------------------------------ input checks and embeddings

@@ -25,12 +25,12 @@ from transformers.processing_utils import ProcessorMixin
 
 try:  # package layout (Hub / `trust_remote_code`): the files sit next to this one
     from .chat_template_vgd import VGD_CHAT_TEMPLATE, call_processor, conversation_to_example
-    from .configuration_vgd_gpt2 import MODALITY_CAP, MODALITY_SYS, MODALITY_USR, MODALITY_VIS, VGDGPT2Config
+    from .configuration_vgd_gpt2 import MODALITY_CAP, MODALITY_SYS, MODALITY_USR, MODALITY_VIS, SPECIAL_TOKENS, VGDGPT2Config
     from .feature_extraction_vgd import AVSD_STREAM_ORDER, VGDVideoFeatureExtractor, _pad_videos, uniform_frame_indices
     from .video_processing_vgd import VGDVideoProcessor
 except ImportError:  # top-level module layout (the repository root on sys.path)
     from chat_template_vgd import VGD_CHAT_TEMPLATE, call_processor, conversation_to_example
-    from configuration_vgd_gpt2 import MODALITY_CAP, MODALITY_SYS, MODALITY_USR, MODALITY_VIS, VGDGPT2Config
+    from configuration_vgd_gpt2 import MODALITY_CAP, MODALITY_SYS, MODALITY_USR, MODALITY_VIS, SPECIAL_TOKENS, VGDGPT2Config
     from feature_extraction_vgd import AVSD_STREAM_ORDER, VGDVideoFeatureExtractor, _pad_videos, uniform_frame_indices
     from video_processing_vgd import VGDVideoProcessor
 
@@ -162,15 +162,6 @@ def pad_examples(
 
 
 
-# The special tokens of docs/design.md, in the order `from_gpt2_pretrained` adds them (ids vocab, vocab + 1, ...).
-VIDEO_TOKEN = "<video>"
-CAP_TOKEN = "<cap>"
-USR_TOKEN = "<usr>"
-SYS_TOKEN = "<sys>"
-CLS_TOKEN = "<cls>"
-MASK_TOKEN = "<mask>"
-PAD_TOKEN = "<pad>"
-SPECIAL_TOKENS = (VIDEO_TOKEN, CAP_TOKEN, USR_TOKEN, SYS_TOKEN, CLS_TOKEN, MASK_TOKEN, PAD_TOKEN)
 
 
 @dataclasses.dataclass
@@ -283,16 +274,20 @@ class VGDProcessor(ProcessorMixin):
     ):
         if tokenizer is None or feature_extractor is None:
             raise ValueError("VGDProcessor needs both a `feature_extractor` and a `tokenizer`")
-        token_ids = {}
         unk_id = tokenizer.unk_token_id
-        for token in SPECIAL_TOKENS:
-            token_id = tokenizer.convert_tokens_to_ids(token)
+        for name, token in SPECIAL_TOKENS.items():
+            # `tokenizer.video_token_id` & co. where the tokenizer registered them (`extra_special_tokens`); the token's
+            # id in the vocabulary for tokenizers saved before (their extra tokens were a plain list)
+            token_id = getattr(tokenizer, f"{name}_id", None) if getattr(tokenizer, name, None) == token else None
+            if token_id is None:
+                token_id = tokenizer.convert_tokens_to_ids(token)
             if token_id is None or (token_id == unk_id and token != tokenizer.unk_token):
                 raise ValueError(
                     f"the tokenizer has no {token!r} token; build the processor with "
                     "VGDProcessor.from_gpt2_pretrained(...) which adds the special tokens of docs/design.md"
                 )
-            token_ids[token] = token_id
+            setattr(self, name, token)  # processor.video_token, processor.video_token_id, ... (as LLaVA-NeXT-Video's)
+            setattr(self, f"{name}_id", int(token_id))
         if tokenizer.vocab_size < 256:  # a byte-level BPE holds at least the 256 bytes
             raise ValueError(
                 f"the tokenizer loaded from {tokenizer.name_or_path!r} has a vocabulary of {tokenizer.vocab_size} "
@@ -317,7 +312,6 @@ class VGDProcessor(ProcessorMixin):
         self.max_turns = int(max_turns)
         self.token_cache_size = int(token_cache_size)
         self.truncation_stats = VGDTruncationStats()
-        self._token_ids = token_ids
         self._token_cache = _TokenCache(self.token_cache_size)
         if video_processor is None:  # no video backbone recorded: `videos=` explains what to do
             video_processor = VGDVideoProcessor()
@@ -354,18 +348,14 @@ class VGDProcessor(ProcessorMixin):
         """
         processor_args = ("max_text_length", "max_history_turns", "max_turns", "token_cache_size")
         processor_kwargs = {key: kwargs.pop(key) for key in processor_args if key in kwargs}
-        tokenizer = GPT2Tokenizer.from_pretrained(pretrained_model_name_or_path, **kwargs)
-        new_tokens = [token for token in SPECIAL_TOKENS if token not in tokenizer.get_vocab()]
+        standard = ("cls_token", "mask_token", "pad_token")
+        # the model-specific tokens by name (`tokenizer.video_token`, saved as a dict in tokenizer_config.json)
+        named = {name: token for name, token in SPECIAL_TOKENS.items() if name not in standard}
+        tokenizer = GPT2Tokenizer.from_pretrained(pretrained_model_name_or_path, extra_special_tokens=named, **kwargs)
+        new_tokens = [token for token in SPECIAL_TOKENS.values() if token not in tokenizer.get_vocab()]
         if new_tokens:
-            tokenizer.add_tokens(new_tokens, special_tokens=True)
-        tokenizer.add_special_tokens(
-            {
-                "pad_token": PAD_TOKEN,
-                "mask_token": MASK_TOKEN,
-                "cls_token": CLS_TOKEN,
-                "extra_special_tokens": [VIDEO_TOKEN, CAP_TOKEN, USR_TOKEN, SYS_TOKEN],
-            }
-        )
+            tokenizer.add_tokens(new_tokens, special_tokens=True)  # in SPECIAL_TOKENS' order: the ids of docs/design.md
+        tokenizer.add_special_tokens({name: SPECIAL_TOKENS[name] for name in standard})
         video_processor = None
         if video_backbone is not None:
             try:
@@ -409,34 +399,6 @@ class VGDProcessor(ProcessorMixin):
     # ------------------------------------------------------------------ special tokens
 
     @property
-    def video_token_id(self) -> int:
-        return self._token_ids[VIDEO_TOKEN]
-
-    @property
-    def cap_token_id(self) -> int:
-        return self._token_ids[CAP_TOKEN]
-
-    @property
-    def usr_token_id(self) -> int:
-        return self._token_ids[USR_TOKEN]
-
-    @property
-    def sys_token_id(self) -> int:
-        return self._token_ids[SYS_TOKEN]
-
-    @property
-    def cls_token_id(self) -> int:
-        return self._token_ids[CLS_TOKEN]
-
-    @property
-    def mask_token_id(self) -> int:
-        return self._token_ids[MASK_TOKEN]
-
-    @property
-    def pad_token_id(self) -> int:
-        return self._token_ids[PAD_TOKEN]
-
-    @property
     def eos_token_id(self) -> int:
         return self.tokenizer.eos_token_id
 
@@ -444,26 +406,13 @@ class VGDProcessor(ProcessorMixin):
     def bos_token_id(self) -> int:
         return self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.eos_token_id
 
-    @property
-    def video_token(self) -> str:
-        return VIDEO_TOKEN
-
     def special_token_ids(self) -> dict[str, int]:
         """The special-token ids under the [`VGDGPT2Config`] field names.
 
         For the model builder: `config.update(processor.special_token_ids())`.
         """
-        return {
-            "video_token_id": self.video_token_id,
-            "cap_token_id": self.cap_token_id,
-            "usr_token_id": self.usr_token_id,
-            "sys_token_id": self.sys_token_id,
-            "cls_token_id": self.cls_token_id,
-            "mask_token_id": self.mask_token_id,
-            "pad_token_id": self.pad_token_id,
-            "eos_token_id": self.eos_token_id,
-            "bos_token_id": self.bos_token_id,
-        }
+        names = [f"{name}_id" for name in SPECIAL_TOKENS] + ["eos_token_id", "bos_token_id"]
+        return {name: getattr(self, name) for name in names}
 
     @property
     def model_input_names(self) -> list[str]:
@@ -609,13 +558,11 @@ class VGDProcessor(ProcessorMixin):
             )
         _, captions, histories, questions, answers = self._normalize_inputs(None, caption, history, question, answer, single)
         clips = self.video_processor(list(videos), return_tensors=return_tensors)
-        pooling = self.feature_extractor.video_pooling
-        regions = 1 if pooling == "temporal" else int(self.video_processor.num_regions)
         examples = self._encode(
             [None] * len(questions), captions, histories, questions, answers, reserved_positions=reserved_positions
         )
         for example, num_clips in zip(examples, np.asarray(clips["video_clip_mask"]).sum(axis=1)):
-            frames = 1 if pooling == "spatial" else int(num_clips)
+            frames, regions = self.feature_extractor.pooled_video_shape(int(num_clips), int(self.video_processor.num_regions))
             num_tokens = frames * regions
             for key, value in (("input_ids", self.video_token_id), ("attention_mask", 1), ("modality_ids", MODALITY_VIS), ("turn_ids", 0), ("labels", IGNORE_INDEX)):
                 if key in example:

@@ -187,20 +187,8 @@ class DataCollatorForVGD:
         return {key: shared[key] if key in shared else torch.from_numpy(value) for key, value in batch.items()}
 
     def _special_ids(self) -> np.ndarray:
-        processor = self.processor
-        return np.asarray(
-            [
-                processor.video_token_id,
-                processor.cap_token_id,
-                processor.usr_token_id,
-                processor.sys_token_id,
-                processor.cls_token_id,
-                processor.mask_token_id,
-                processor.pad_token_id,
-                processor.eos_token_id,
-            ],
-            dtype=np.int64,
-        )
+        """Ids never masked for MLM: every special token of the processor (SPECIAL_TOKENS, eos / bos)."""
+        return np.asarray(sorted(set(self.processor.special_token_ids().values())), dtype=np.int64)
 
     @staticmethod
     def _draw(rng: np.random.Generator, candidates: np.ndarray, probability: float) -> np.ndarray:

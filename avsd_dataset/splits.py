@@ -60,12 +60,9 @@ def video_token_counts(store: VideoFeatureStore, image_ids, processor) -> dict[s
     counts = {}
     for image_id in set(image_ids):
         shapes = [read_npy_header(store.feature_path(image_id, stream))[0] for stream in store.streams]
-        frames = min(min(shape[0] for shape in shapes), extractor.max_video_frames)
-        regions = max((shape[1] for shape in shapes if len(shape) == 3), default=1)
-        if extractor.video_pooling == "spatial":
-            frames = 1
-        elif extractor.video_pooling == "temporal":
-            regions = 1
+        frames, regions = extractor.pooled_video_shape(
+            min(shape[0] for shape in shapes), max((shape[1] for shape in shapes if len(shape) == 3), default=1)
+        )
         counts[image_id] = frames * regions
     return counts
 

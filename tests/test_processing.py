@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from configuration_vgd_gpt2 import MODALITY_CAP, MODALITY_SYS, MODALITY_USR, MODALITY_VIS, VGDGPT2Config
+from avsd_dataset.collator import DataCollatorForVGD
 from processing_vgd import (
     AVSD_STREAM_ORDER,
-    DataCollatorForVGD,
     VGDProcessor,
     VGDVideoFeatureExtractor,
     uniform_frame_indices,

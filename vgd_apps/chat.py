@@ -137,9 +137,8 @@ class DialogueSession:
             return tuple(int(n) for n in inputs["video_mask"].shape[1:])
         if "video_clip_mask" in inputs:
             num_clips = int(np.asarray(inputs["video_clip_mask"]).sum())
-            pooling = self.processor.feature_extractor.video_pooling
             frames, regions = self.processor.video_processor.video_tokens(num_clips)
-            return (1 if pooling == "spatial" else frames), (1 if pooling == "temporal" else regions)
+            return self.processor.feature_extractor.pooled_video_shape(frames, regions)
         return 0, 0
 
     def _check_video_fits(self, inputs, name: str) -> None:
