@@ -127,8 +127,9 @@ class VGDProcessor(ProcessorMixin):
             A GPT-2 tokenizer holding the special tokens of docs/design.md (see
             [`~VGDProcessor.from_gpt2_pretrained`]).
         video_processor ([`VGDVideoProcessor`], *optional*):
-            Decodes video files / frames arrays into clips for a model with a video backbone (`videos=`). Its
-            `video_backbone` is `None` (the default) when no backbone is recorded.
+            Decodes video files / frames arrays into clips for a model with a video backbone (`videos=`); also its
+            settings dict (from `processor_config.json`). Without a recorded backbone (the default) the processor
+            holds a [`NoVideoProcessor`] (`video_backbone` is `None`), which needs neither torchvision nor av.
         max_text_length (`int`, *optional*):
             The most text tokens per example. Defaults to `tokenizer.model_max_length` capped at 1024 (GPT-2's
             positions).
