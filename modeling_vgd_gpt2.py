@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin, GPT2Config, GPT2LMHeadModel
 from transformers.loss.loss_utils import fixed_cross_entropy
-from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput
 from transformers.models.gpt2.modeling_gpt2 import GPT2Model, GPT2PreTrainedModel
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
@@ -93,6 +93,26 @@ class VGDGPT2Output(ModelOutput):
     cache: object | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class VGDVideoFeaturesOutput(BaseModelOutputWithPooling):
+    """
+    Output of [`VGDGPT2ForDialogue.get_video_features`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, frames, regions, video_feature_dim)`):
+            The video features (from the video backbone, or the given pre-extracted ones).
+        pooler_output (`torch.FloatTensor` of shape `(batch_size, frames, regions, n_embd)`):
+            The video embeddings placed at the `<video>` placeholders (Eq. 1-2 without the spatial-position term).
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*): `(last_hidden_state, pooler_output)`, with
+            `output_hidden_states=True`.
+        attentions (`tuple`, *optional*): empty (the video encoding has no attention layers), with
+            `output_attentions=True`.
+        video_mask (`torch.BoolTensor` of shape `(batch_size, frames, regions)`): True at real regions.
+    """
+
+    video_mask: torch.BoolTensor | None = None
 
 
 def compute_modality_and_turn_ids(input_ids: torch.LongTensor, config: VGDGPT2Config) -> tuple[torch.LongTensor, torch.LongTensor]:
@@ -225,9 +245,10 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """[`PreTrainedModel.from_pretrained`]; a damaged weights file (e.g. a `model.safetensors` cut off while
         copying) raises an `OSError` naming the file instead of safetensors' bare header message. The video
-        backbone (if any) is frozen again after loading (loading turns its gradients back on)."""
+        backbone (if any) is frozen again after loading (loading turns its gradients back on). Returns what the
+        base class returns (`(model, loading_info)` with `output_loading_info=True`)."""
         try:
-            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except SafetensorError as error:
             folder = os.fspath(pretrained_model_name_or_path)
             broken = []
@@ -243,9 +264,11 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
                 f"cannot read {where}: not a complete safetensors file ({error}); it was probably cut off while "
                 "saving, copying or downloading: save or copy the checkpoint again"
             ) from error
+        # `output_loading_info=True` gives `(model, loading_info)`
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
         if model.video_backbone is not None:
             model.video_backbone.requires_grad_(False)
-        return model
+        return loaded
 
     # ------------------------------------------------------------------ building from plain GPT-2
 
@@ -361,7 +384,9 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
 
         is_video = input_ids == config.video_token_id
         zeros = torch.zeros_like(input_ids[:, 0])
-        real = attention_mask.bool() if attention_mask.ndim == 2 else torch.ones_like(input_ids, dtype=torch.bool)
+        # a 2-D mask covers the cached tokens too: its last columns are those of `input_ids` (one new token, or
+        # several: the candidates of assisted decoding, a continued prompt)
+        real = attention_mask[:, -input_ids.shape[1] :].bool() if attention_mask.ndim == 2 else torch.ones_like(input_ids, dtype=torch.bool)
         counts = [
             input_ids.max(dim=-1).values,
             is_video.sum(dim=-1),
@@ -459,11 +484,72 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
             inputs_embeds = torch.where((input_ids == self.config.video_token_id).unsqueeze(-1), placed, inputs_embeds)
         return inputs_embeds
 
-    @torch.no_grad()
     def get_video_features(
+        self,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        video_clip_mask: torch.BoolTensor | None = None,
+        video_features: torch.FloatTensor | None = None,
+        video_mask: torch.BoolTensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> VGDVideoFeaturesOutput | tuple:
+        """transformers' `get_video_features` contract: the video inputs of the model's processor in, the video
+        embeddings that take the `<video>` placeholders' place out.
+
+        Args:
+            pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, clips, clip_length, 3, height, width)`):
+                Clips from the processor's `videos=` (a model with a video backbone); the frozen backbone computes the
+                features (see [`~VGDGPT2ForDialogue.extract_video_features`]).
+            video_clip_mask (`torch.BoolTensor` of shape `(batch_size, clips)`, *optional*): True = a real clip.
+            video_features (`torch.FloatTensor` of shape `(batch_size, frames, regions, video_feature_dim)`):
+                Instead of `pixel_values_videos`: pre-extracted features (the processor's `video_features=`, the
+                model's main video input); `(batch_size, frames, video_feature_dim)` means one region.
+            video_mask (`torch.BoolTensor` of shape `(batch_size, frames, regions)`, *optional*): the real regions.
+            output_hidden_states (`bool`, *optional*): also return `hidden_states`: `(video features, video
+                embeddings)`, the input and the output of the video encoding.
+            output_attentions (`bool`, *optional*): also return `attentions`: an empty tuple, as the video encoding
+                (Eq. 1-2: a projection and added encodings) has no attention layers.
+            return_dict (`bool`, *optional*): a [`VGDVideoFeaturesOutput`] (default, `config.return_dict`) or its tuple.
+
+        Returns:
+            [`VGDVideoFeaturesOutput`]: `last_hidden_state` the video features `(batch_size, F, P,
+            video_feature_dim)` (the backbone's, pooled like `config.video_pooling`, or the given ones),
+            `pooler_output` the video embeddings `(batch_size, F, P, n_embd)` (Eq. 1-2 without the spatial-position
+            term, which GPT-2's position table adds), `video_mask` `(batch_size, F, P)`.
+        """
+        if (pixel_values_videos is None) == (video_features is None):
+            raise ValueError("get_video_features takes either pixel_values_videos (with a video backbone) or video_features")
+        if pixel_values_videos is not None:
+            video_features, video_mask = self.extract_video_features(pixel_values_videos, video_clip_mask)
+        else:
+            if video_features.ndim == 3:
+                video_features = video_features.unsqueeze(2)
+                video_mask = video_mask.unsqueeze(2) if video_mask is not None and video_mask.ndim == 2 else video_mask
+            if video_mask is None:
+                video_mask = torch.ones(video_features.shape[:3], dtype=torch.bool, device=video_features.device)
+            video_mask = video_mask.bool()
+            self._check_video_shapes(video_features.new_zeros(video_features.shape[0], 1, dtype=torch.long), video_features, video_mask)
+        embeddings = self.embed_video(video_features)
+        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        output = VGDVideoFeaturesOutput(
+            last_hidden_state=video_features,
+            pooler_output=embeddings,
+            hidden_states=(video_features, embeddings) if output_hidden_states else None,
+            attentions=() if output_attentions else None,
+            video_mask=video_mask,
+        )
+        return output if return_dict else output.to_tuple()
+
+    @torch.no_grad()
+    def extract_video_features(
         self, pixel_values_videos: torch.FloatTensor, video_clip_mask: torch.BoolTensor | None = None, clips_per_call: int = 32
     ) -> tuple[torch.FloatTensor, torch.BoolTensor]:
-        """Video features from pixels with the frozen `video_backbone`, pooled like `config.video_pooling`.
+        """Video features from pixels with the frozen `video_backbone`, pooled like `config.video_pooling`: what
+        `forward` and `generate` compute from `pixel_values_videos`.
 
         Args:
             pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, clips, clip_length, 3, height, width)`):
@@ -546,7 +632,7 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
                 True at real regions (all True when not given).
             pixel_values_videos (`torch.FloatTensor` of shape `(batch_size, clips, clip_length, 3, height, width)`, *optional*):
                 Video clips from [`VGDVideoProcessor`], for a model whose config records a video backbone: the
-                features are computed by the frozen `video_backbone` (see `get_video_features`). Instead of
+                features are computed by the frozen `video_backbone` (see `extract_video_features`). Instead of
                 `video_features`.
             video_clip_mask (`torch.BoolTensor` of shape `(batch_size, clips)`, *optional*): True = a real clip.
             cache (`Cache`, *optional*): key / value cache of the previous decoding steps.
@@ -577,7 +663,7 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
             if video_features is not None:
                 raise ValueError("give either video_features or pixel_values_videos, not both")
             if cache is None or cache.get_seq_length() == 0:  # the backbone runs on the prompt pass only
-                video_features, video_mask = self.get_video_features(pixel_values_videos, video_clip_mask)
+                video_features, video_mask = self.extract_video_features(pixel_values_videos, video_clip_mask)
         if attention_mask is None:
             if checking and position_ids is not None:
                 self._check_not_packed(input_ids, position_ids)
@@ -783,7 +869,7 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
         if pixel_values_videos is not None:
             if kwargs.get("video_features") is not None:
                 raise ValueError("give either video_features or pixel_values_videos, not both")
-            kwargs["video_features"], kwargs["video_mask"] = self.get_video_features(pixel_values_videos, video_clip_mask)
+            kwargs["video_features"], kwargs["video_mask"] = self.extract_video_features(pixel_values_videos, video_clip_mask)
         input_ids = kwargs.get("input_ids", inputs)
         if input_ids is not None and input_ids.numel() > 0:
             self._check_room_to_generate(input_ids, kwargs.get("attention_mask"), generation_config, kwargs)
@@ -878,6 +964,7 @@ __all__ = [
     "VGDGPT2ForDialogue",
     "VGDGPT2Output",
     "VGDGPT2PreTrainedModel",
+    "VGDVideoFeaturesOutput",
     "compute_modality_and_turn_ids",
     "compute_position_ids",
     "placeholder_region_index",

@@ -18,12 +18,13 @@ it next to the model, and the model's config lists it under `custom_pipelines`, 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import AutoModelForCausalLM, GenerationConfig, Pipeline
+from transformers import AutoModelForCausalLM, AutoProcessor, GenerationConfig, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
 
@@ -75,14 +76,38 @@ class VideoGroundedDialoguePipeline(Pipeline):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.processor is None or not callable(getattr(self.processor, "__call__", None)):
-            name = getattr(self.model, "name_or_path", None) or type(self.model).__name__
-            raise ValueError(
-                f"{name}: no processor found. The video-grounded-dialogue pipeline needs the VGDProcessor the model was "
-                "trained with: save it next to the model (`processor.save_pretrained(folder)`) or pass "
-                "`processor=VGDProcessor.from_pretrained(...)`."
-            )
+            self.processor = self._load_processor_or_explain()
         self.tokenizer = self.processor.tokenizer
         self.feature_extractor = None  # keep the base class from using it for its own collation
+
+    def _load_processor_or_explain(self):
+        """`pipeline()` loads the processor as an optional component and swallows its errors: load it again from
+        the model's folder / Hub id to report the real cause (e.g. a package the processor needs), and say "no
+        processor found" only when none was saved."""
+        name = getattr(self.model, "name_or_path", None)
+        saved = isinstance(name, str) and bool(name) and (
+            not os.path.isdir(name) or os.path.isfile(os.path.join(name, "processor_config.json"))
+        )
+        if saved:
+            try:
+                processor = AutoProcessor.from_pretrained(name, trust_remote_code=True)
+            except Exception as error:
+                if os.path.isdir(name):  # a local folder that holds a processor: its loading failed
+                    raise ValueError(
+                        f"{name}: the processor saved with the model could not be loaded: {type(error).__name__}: {error}"
+                    ) from error
+                cause = f" (loading one from {name} failed: {type(error).__name__}: {error})"
+            else:
+                if callable(getattr(processor, "process_example", None)):
+                    return processor
+                cause = f" ({name} holds a {type(processor).__name__}, not a VGDProcessor)"
+        else:
+            cause = ""
+        raise ValueError(
+            f"{name or type(self.model).__name__}: no processor found{cause}. The video-grounded-dialogue pipeline "
+            "needs the VGDProcessor the model was trained with: save it next to the model "
+            "(`processor.save_pretrained(folder)`) or pass `processor=VGDProcessor.from_pretrained(...)`."
+        )
 
     def _sanitize_parameters(self, return_video_relevance=None, relevance_method=None, **generate_kwargs):
         forward_params = {"generate_kwargs": generate_kwargs}
@@ -148,7 +173,7 @@ class VideoGroundedDialoguePipeline(Pipeline):
         if "pixel_values_videos" in model_inputs:
             # Video clips (a video file / frames): the backbone's features once, as `generate` would compute them, so
             # that the relevance map below reads the same features.
-            model_inputs["video_features"], model_inputs["video_mask"] = self.model.get_video_features(
+            model_inputs["video_features"], model_inputs["video_mask"] = self.model.extract_video_features(
                 model_inputs.pop("pixel_values_videos"), model_inputs.pop("video_clip_mask", None)
             )
         generate_kwargs = self._prepare_generate_kwargs(dict(generate_kwargs or {}))

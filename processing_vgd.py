@@ -246,8 +246,9 @@ class VGDProcessor(ProcessorMixin):
             A GPT-2 tokenizer holding the special tokens of docs/design.md (see
             [`~VGDProcessor.from_gpt2_pretrained`]).
         video_processor ([`VGDVideoProcessor`], *optional*):
-            Decodes video files / frames arrays into clips for a model with a video backbone (`videos=`). Its
-            `video_backbone` is `None` (the default) when no backbone is recorded.
+            Decodes video files / frames arrays into clips for a model with a video backbone (`videos=`); also its
+            settings dict (from `processor_config.json`). Without a recorded backbone (the default) the processor
+            holds a [`NoVideoProcessor`] (`video_backbone` is `None`), which needs neither torchvision nor av.
         max_text_length (`int`, *optional*):
             The most text tokens per example. Defaults to `tokenizer.model_max_length` capped at 1024 (GPT-2's
             positions).
@@ -313,9 +314,10 @@ class VGDProcessor(ProcessorMixin):
         self.token_cache_size = int(token_cache_size)
         self.truncation_stats = VGDTruncationStats()
         self._token_cache = _TokenCache(self.token_cache_size)
-        if video_processor is None:  # no video backbone recorded: `videos=` explains what to do
-            video_processor = VGDVideoProcessor()
-        super().__init__(feature_extractor, tokenizer, video_processor, chat_template=chat_template or VGD_CHAT_TEMPLATE)
+        # The video processor is not one of ProcessorMixin's sub-processor attributes (see `get_attributes`); it is
+        # built only when a video backbone is recorded, so that a features-only processor needs no torchvision / av.
+        self.video_processor = _video_processor_from_settings(video_processor)
+        super().__init__(feature_extractor, tokenizer, chat_template=chat_template or VGD_CHAT_TEMPLATE)
 
     # ------------------------------------------------------------------ construction
 
@@ -383,18 +385,52 @@ class VGDProcessor(ProcessorMixin):
         )
 
     @classmethod
+    def get_attributes(cls):
+        """`feature_extractor` and `tokenizer` only. transformers checks every sub-processor attribute against its
+        own base classes; for a `video_processor` that lookup needs torchvision (without it transformers fails with
+        "IMAGE_PROCESSOR_MAPPING has no attribute '_extra_content'"), and a features-only model must load without
+        torchvision. `video_processor` is still an `__init__` argument, saved in `processor_config.json`."""
+        return ["feature_extractor", "tokenizer"]
+
+    @classmethod
+    def _load_sub_processors(cls, pretrained_model_name_or_path, **kwargs):
+        """The feature extractor and the tokenizer saved in the folder.
+
+        The concrete classes, not AutoFeatureExtractor / AutoTokenizer: those read the folder's config.json, whose
+        auto_map (custom code) makes transformers ask for trust_remote_code although VGDProcessor is already
+        imported (e.g. `VGDProcessor.from_pretrained("outputs/demo")`)."""
+        hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
+        feature_extractor = VGDVideoFeatureExtractor.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        tokenizer = GPT2Tokenizer.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        return feature_extractor, tokenizer
+
+    @classmethod
+    def _resolve_subprocessors(cls, pretrained_model_name_or_path, processor_dict, **kwargs):
+        """transformers >= 5.25: the sub-processors for `from_dict`. The video processor stays the settings dict of
+        `processor_config.json` (or absent), which `__init__` turns into a [`VGDVideoProcessor`] when it records a
+        video backbone."""
+        processor_dict = dict(processor_dict or {})
+        processor_dict["feature_extractor"], processor_dict["tokenizer"] = cls._load_sub_processors(
+            pretrained_model_name_or_path, **kwargs
+        )
+        for key in (*_HUB_KWARGS, "return_unused_kwargs", "feature_extractor", "tokenizer"):
+            kwargs.pop(key, None)
+        return processor_dict, kwargs
+
+    @classmethod
     def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
-        """The feature extractor and the tokenizer saved in the folder; the video processor from
-        `processor_config.json`, or a backbone-less one for processors saved before video files were supported."""
-        processor_dict = processor_dict or {}
-        # The concrete classes, not AutoFeatureExtractor / AutoTokenizer: those read the folder's config.json, whose
-        # auto_map (custom code) makes transformers ask for trust_remote_code although VGDProcessor is already
-        # imported (e.g. `VGDProcessor.from_pretrained("outputs/demo")`).
-        feature_extractor = VGDVideoFeatureExtractor.from_pretrained(pretrained_model_name_or_path, **kwargs)
-        tokenizer = GPT2Tokenizer.from_pretrained(pretrained_model_name_or_path, **kwargs)
-        settings = dict(processor_dict.get("video_processor") or {})
-        settings.pop("video_processor_type", None)
-        return [feature_extractor, tokenizer, VGDVideoProcessor(**settings)]
+        """transformers < 5.25: the feature extractor and the tokenizer saved in the folder, and the video processor's
+        settings from `processor_config.json` (`None` for processors saved before video files were supported)."""
+        feature_extractor, tokenizer = cls._load_sub_processors(pretrained_model_name_or_path, **kwargs)
+        return [feature_extractor, tokenizer, (processor_dict or {}).get("video_processor")]
+
+    def to_dict(self):
+        """[`ProcessorMixin.to_dict`], with the video processor's settings when it records a video backbone."""
+        output = super().to_dict()
+        output.pop("video_processor", None)
+        if self.video_processor.video_backbone is not None:
+            output["video_processor"] = self.video_processor.to_dict()
+        return output
 
     # ------------------------------------------------------------------ special tokens
 
@@ -888,6 +924,68 @@ class VGDProcessor(ProcessorMixin):
         return example
 
 
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "revision", "token", "proxies", "subfolder")
+
+# What a video backbone needs beyond a features-only model: (module, pip package).
+VIDEO_PACKAGES = (("torchvision", "torchvision"), ("av", "av"))
+
+
+class NoVideoProcessor:
+    """The `video_processor` of a processor whose model records no video backbone (it takes pre-extracted
+    features): `video_backbone` is `None` and calling it explains what to do. Needs neither torchvision nor av."""
+
+    video_backbone = None
+
+    def __call__(self, *args, **kwargs):
+        raise ValueError(
+            "videos= needs a model with a video backbone, and this processor records none: build it with "
+            "VGDProcessor.from_gpt2_pretrained(..., video_backbone=NAME), or extract features with "
+            "`python -m avsd_dataset.extract_features` and pass video_features="
+        )
+
+    def to_dict(self) -> dict:
+        return {"video_backbone": None}
+
+    def __repr__(self) -> str:
+        return "NoVideoProcessor()"
+
+
+def missing_video_packages() -> list[str]:
+    """The pip packages of `VIDEO_PACKAGES` that cannot be imported."""
+    missing = []
+    for module, package in VIDEO_PACKAGES:
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(package)
+    return missing
+
+
+def _video_processor_from_settings(video_processor):
+    """`video_processor` as `VGDProcessor.__init__` takes it (a [`VGDVideoProcessor`], its settings dict from
+    `processor_config.json`, or `None`) -> a `VGDVideoProcessor` when a video backbone is recorded, else a
+    [`NoVideoProcessor`]. Raises an `ImportError` naming the packages when the backbone's torchvision / av are
+    missing."""
+    if video_processor is None or isinstance(video_processor, NoVideoProcessor):
+        return NoVideoProcessor()
+    if not isinstance(video_processor, Mapping):
+        return video_processor if video_processor.video_backbone is not None else NoVideoProcessor()
+    settings = dict(video_processor)
+    if settings.get("video_backbone") is None:
+        return NoVideoProcessor()
+    missing = missing_video_packages()
+    if missing:
+        name = settings["video_backbone"].get("name", "?") if isinstance(settings["video_backbone"], Mapping) else "?"
+        raise ImportError(
+            f"this processor records the video backbone {name!r}: it decodes video files with PyAV (av) and the "
+            f"backbone runs in torchvision, but {' and '.join(missing)} cannot be imported. Install them: "
+            f"pip install {' '.join(missing)} (the torchvision release built for your torch)"
+        )
+    settings.pop("video_processor_type", None)
+    settings.pop("auto_map", None)
+    return VGDVideoProcessor(**settings)
+
+
 # Hub / AutoProcessor integration: `save_pretrained` copies this file (and the configuration it imports) and
 # writes `auto_map`; the feature extractor is also findable by name for `VGDProcessor.from_pretrained` in-process.
 VGDVideoFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
@@ -910,6 +1008,7 @@ def __getattr__(name: str):
 __all__ = [
     "AVSD_STREAM_ORDER",
     "IGNORE_INDEX",
+    "NoVideoProcessor",
     "pad_examples",
     "VGDVideoProcessor",
     "VGDProcessor",

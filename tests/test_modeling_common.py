@@ -379,3 +379,265 @@ def test_non_float_video_features_are_rejected(model):
 def test_config_rejects_bad_sizes(field, value, message):
     with pytest.raises(ValueError, match=message):
         VGDGPT2Config(**{field: value})
+
+
+# ---------------------------------------------------------------- issue 23: ports of ModelTesterMixin / GenerationTesterMixin
+# Each runs on a video-input and a text-only configuration (no video features, no placeholders).
+
+TEXT_ONLY_EXAMPLES = [
+    make_example(0, 0, [5, 6, 7], [([8, 9], [10, 11])], [12, 13]),
+    make_example(0, 0, [5, 6], [], [14, 15, 16]),
+]
+
+
+def inputs_of(kind: str, batch_size: int = 1) -> dict:
+    if kind == "video":
+        return collate(EXAMPLES[:batch_size])
+    batch = collate(TEXT_ONLY_EXAMPLES[:batch_size])
+    del batch["video_features"], batch["video_mask"]
+    return batch
+
+
+KINDS = ["video", "text"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_from_pretrained_with_output_loading_info(model, tmp_path, kind):
+    """ModelTesterMixin.test_model_weights_reload_no_missing_tied_weights / test_tied_weights_keys: `(model, info)`
+    with nothing missing, unexpected or mismatched; weights tied; same outputs."""
+    model.save_pretrained(tmp_path)
+    loaded = VGDGPT2ForDialogue.from_pretrained(tmp_path, output_loading_info=True)
+    assert isinstance(loaded, tuple) and len(loaded) == 2
+    reloaded, info = loaded
+    assert isinstance(reloaded, VGDGPT2ForDialogue)
+    assert not any(info[key] for key in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    assert not info.get("error_msgs")
+    assert reloaded.lm_head.weight.data_ptr() == reloaded.transformer.wte.weight.data_ptr()
+    batch = inputs_of(kind, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.eval()(**batch).logits, model(**batch).logits)
+
+
+def test_reload_without_the_tied_weight_reports_it_not_missing(model, tmp_path):
+    """ModelTesterMixin.test_model_weights_reload_no_missing_tied_weights: a checkpoint without `lm_head.weight`
+    (tied to the token embeddings) loads with no missing key."""
+    from safetensors.torch import load_file, save_file
+
+    model.save_pretrained(tmp_path)
+    path = tmp_path / "model.safetensors"
+    state = load_file(path)
+    state.pop("lm_head.weight", None)
+    save_file(state, path, metadata={"format": "pt"})
+    reloaded, info = VGDGPT2ForDialogue.from_pretrained(tmp_path, output_loading_info=True)
+    assert "lm_head.weight" not in set(info["missing_keys"])
+    torch.testing.assert_close(reloaded.lm_head.weight, model.transformer.wte.weight)
+
+
+def test_save_and_load_without_tied_weights(tmp_path):
+    """ModelTesterMixin.test_load_save_without_tied_weights: `tie_word_embeddings=False` keeps two tensors that
+    survive the round trip."""
+    torch.manual_seed(0)
+    untied = VGDGPT2ForDialogue(tiny_config(tie_word_embeddings=False)).eval()
+    assert untied.lm_head.weight.data_ptr() != untied.transformer.wte.weight.data_ptr()
+    untied.save_pretrained(tmp_path)
+    reloaded, info = VGDGPT2ForDialogue.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert reloaded.lm_head.weight.data_ptr() != reloaded.transformer.wte.weight.data_ptr()
+    torch.testing.assert_close(reloaded.lm_head.weight, untied.lm_head.weight)
+    torch.testing.assert_close(reloaded.transformer.wte.weight, untied.transformer.wte.weight)
+
+
+ASSISTED = dict(max_new_tokens=4, do_sample=False, num_beams=1, pad_token_id=PAD, eos_token_id=-1,
+                return_dict_in_generate=True, output_logits=True, output_scores=True, use_cache=True)
+
+
+def record_fed_lengths(model):
+    lengths = []
+    handle = model.register_forward_pre_hook(lambda m, a, kw: lengths.append(kw["input_ids"].shape[1]), with_kwargs=True)
+    return lengths, handle
+
+
+def check_same_generation(plain, assisted):
+    """GenerationTesterMixin._check_similar_generate_outputs: same tokens, scores close."""
+    assert assisted.sequences.tolist() == plain.sequences.tolist()
+    assert len(assisted.logits) == len(plain.logits)
+    for got, want in zip(assisted.logits, plain.logits):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("assistant", ["itself", "another"])
+def test_assisted_decoding_matches_greedy_search(model, kind, assistant):
+    """GenerationTesterMixin.test_assisted_decoding_matches_greedy_search: the candidates of an assistant are fed
+    several at a time (their modality / turn / position ids derived for all of them); the output equals plain greedy
+    search. "another" (different weights) has candidates rejected, so the cache is cropped too."""
+    batch = inputs_of(kind)
+    plain = model.generate(**batch, **ASSISTED)
+    if assistant == "itself":
+        helper = model
+    else:
+        torch.manual_seed(1)
+        helper = VGDGPT2ForDialogue(tiny_config()).eval()
+    helper.generation_config.num_assistant_tokens = 2
+    helper.generation_config.num_assistant_tokens_schedule = "constant"
+    lengths, handle = record_fed_lengths(model)
+    try:
+        assisted = model.generate(**batch, assistant_model=helper, **ASSISTED)
+    finally:
+        handle.remove()
+    check_same_generation(plain, assisted)
+    assert max(lengths[1:]) > 1, "the candidates were never verified several at a time"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_prompt_lookup_decoding_matches_greedy_search(model, kind):
+    """GenerationTesterMixin.test_prompt_lookup_decoding_matches_greedy_search (candidates are n-grams of the
+    prompt)."""
+    batch = inputs_of(kind)
+    # the prompt repeats its question, so that candidates are found
+    ids = batch["input_ids"]
+    question = ids[:, -3:-1]
+    batch["input_ids"] = torch.cat([ids[:, :-1], question, question, ids[:, -1:]], dim=1)
+    batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+    plain = model.generate(**batch, **dict(ASSISTED, max_new_tokens=6))
+    lengths, handle = record_fed_lengths(model)
+    try:
+        looked_up = model.generate(**batch, prompt_lookup_num_tokens=2, max_matching_ngram_size=1, **dict(ASSISTED, max_new_tokens=6))
+    finally:
+        handle.remove()
+    check_same_generation(plain, looked_up)
+    assert max(lengths[1:]) > 1, "no candidate was looked up"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_assisted_decoding_with_given_modality_and_turn_ids(model, kind):
+    """GenerationTesterMixin.test_model_kwarg_assisted_decoding_decoder_only (there with token_type_ids): the
+    prompt's given per-token ids are extended over the candidates as in plain greedy search."""
+    batch = inputs_of(kind)
+    batch["modality_ids"], batch["turn_ids"] = compute_modality_and_turn_ids(batch["input_ids"], model.config)
+    plain = model.generate(**batch, **ASSISTED)
+    model.generation_config.num_assistant_tokens = 2
+    assisted = model.generate(**batch, assistant_model=model, **ASSISTED)
+    check_same_generation(plain, assisted)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("new_tokens", [[USR, 7, 8], [9, SYS, 10, 11]])
+def test_several_new_tokens_with_a_cache_equal_the_full_forward(model, kind, new_tokens):
+    """What assisted decoding does on every step: a forward of several new tokens (here crossing a `<usr>` / `<sys>`
+    marker) after a cached prefix, with the ids `prepare_inputs_for_generation` derives, gives the logits of the
+    full forward at those positions."""
+    batch = inputs_of(kind, 2)
+    new = torch.tensor([new_tokens] * batch["input_ids"].shape[0])
+    full_ids = torch.cat([batch["input_ids"], new], dim=1)
+    full_mask = torch.cat([batch["attention_mask"], torch.ones_like(new)], dim=1)
+    video = {key: batch[key] for key in ("video_features", "video_mask") if key in batch}
+    with torch.no_grad():
+        full = model(input_ids=full_ids, attention_mask=full_mask, **video).logits
+        prefix = model(**batch, cache=DynamicCache(config=model.config), use_cache=True)
+        inputs = model.prepare_inputs_for_generation(
+            full_ids, next_sequence_length=new.shape[1], cache=prefix.cache, attention_mask=full_mask, use_cache=True, **video
+        )
+        assert inputs["input_ids"].shape[1] == inputs["modality_ids"].shape[1] == inputs["turn_ids"].shape[1] == new.shape[1]
+        modality, turn = compute_modality_and_turn_ids(full_ids, model.config)
+        assert inputs["modality_ids"].tolist() == modality[:, -new.shape[1] :].tolist()
+        assert inputs["turn_ids"].tolist() == turn[:, -new.shape[1] :].tolist()
+        stepped = model(**inputs).logits
+    torch.testing.assert_close(stepped, full[:, -new.shape[1] :], rtol=1e-4, atol=1e-5)
+
+
+def test_get_video_features_follows_the_transformers_contract(model):
+    """transformers 5.x `get_video_features`: the model's video input in, a `BaseModelOutputWithPooling` out, with
+    `return_dict`, `output_hidden_states`, `output_attentions` honoured; `pooler_output` is what the `<video>`
+    placeholders receive."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    batch = collate(EXAMPLES)
+    with torch.no_grad():
+        out = model.get_video_features(video_features=batch["video_features"], video_mask=batch["video_mask"])
+        assert isinstance(out, BaseModelOutputWithPooling)
+        torch.testing.assert_close(out.last_hidden_state, batch["video_features"])
+        assert out.pooler_output.shape == (*batch["video_features"].shape[:3], model.config.n_embd)
+        assert out.video_mask.tolist() == batch["video_mask"].tolist()
+        assert out.hidden_states is None and out.attentions is None
+        # the embeddings forward() places at the placeholders
+        modality, turn = compute_modality_and_turn_ids(batch["input_ids"], model.config)
+        embeds = model.embed_inputs(batch["input_ids"], modality, turn, batch["video_features"], batch["video_mask"])
+        is_video = batch["input_ids"] == VIDEO
+        torch.testing.assert_close(embeds[is_video], out.pooler_output[batch["video_mask"]])
+
+        detailed = model.get_video_features(
+            video_features=batch["video_features"], video_mask=batch["video_mask"], output_hidden_states=True, output_attentions=True
+        )
+        assert len(detailed.hidden_states) == 2 and detailed.attentions == ()
+        as_tuple = model.get_video_features(video_features=batch["video_features"], return_dict=False)
+        assert isinstance(as_tuple, tuple)
+        torch.testing.assert_close(as_tuple[0], out.last_hidden_state)
+        torch.testing.assert_close(as_tuple[1], model.embed_video(batch["video_features"]))
+        # [B, F, D] means one region per frame, as in forward()
+        one_region = model.get_video_features(video_features=batch["video_features"][:, :, 0])
+        assert one_region.last_hidden_state.shape == (3, 4, 1, DIM) and one_region.video_mask.all()
+    with pytest.raises(ValueError, match="either pixel_values_videos .* or video_features"):
+        model.get_video_features()
+    with pytest.raises(ValueError, match="records no video backbone"):
+        model.get_video_features(pixel_values_videos=torch.zeros(1, 1, 2, 3, 8, 8))
+    with pytest.raises(ValueError, match="video_features have dim 3"):
+        model.get_video_features(video_features=torch.zeros(1, 2, 1, 3))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_greedy_generate_dict_outputs(model, kind):
+    """GenerationTesterMixin.test_greedy_generate_dict_outputs(_use_cache) / _check_generate_outputs: one score,
+    logit and hidden-state entry per new token; the first step sees the whole prompt, the others one token."""
+    batch = inputs_of(kind, 2)
+    out = model.generate(**batch, **dict(ASSISTED, output_hidden_states=True))
+    length = batch["input_ids"].shape[1]
+    assert out.sequences.shape == (2, length + 4)
+    assert len(out.scores) == len(out.logits) == len(out.hidden_states) == 4
+    assert all(score.shape == (2, VOCAB) for score in out.scores)
+    assert [step[0].shape[1] for step in out.hidden_states] == [length, 1, 1, 1]
+    assert all(len(step) == model.config.n_layer + 1 for step in out.hidden_states)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_beam_search_returns_several_sequences(model, kind):
+    """GenerationTesterMixin.test_num_return_sequences / test_beam_search_generate_dict_output."""
+    batch = inputs_of(kind, 2)
+    out = model.generate(**batch, max_new_tokens=3, num_beams=3, num_return_sequences=2, do_sample=False, pad_token_id=PAD,
+                         eos_token_id=-1, return_dict_in_generate=True, output_scores=True)
+    assert out.sequences.shape == (4, batch["input_ids"].shape[1] + 3)
+    assert out.sequences_scores.shape == (4,)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_attention_outputs_and_their_gradients(kind):
+    """ModelTesterMixin.test_attention_outputs / test_retain_grad_hidden_states_attentions (eager attention)."""
+    torch.manual_seed(0)
+    eager = VGDGPT2ForDialogue(tiny_config(attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0))
+    eager.set_attn_implementation("eager")
+    batch = inputs_of(kind, 2)
+    out = eager(**batch, output_attentions=True, output_hidden_states=True)
+    length = batch["input_ids"].shape[1]
+    assert len(out.attentions) == eager.config.n_layer
+    assert all(a.shape == (2, eager.config.n_head, length, length) for a in out.attentions)
+    out.hidden_states[0].retain_grad()
+    out.attentions[0].retain_grad()
+    out.logits.sum().backward()
+    assert out.hidden_states[0].grad is not None and out.attentions[0].grad is not None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_determinism_and_eager_matches_sdpa(model, kind):
+    """ModelTesterMixin.test_determinism and test_eager_matches_sdpa_inference (float32)."""
+    batch = inputs_of(kind, 2)
+    real = batch["attention_mask"].bool()
+    with torch.no_grad():
+        first, second = model(**batch).logits, model(**batch).logits
+        torch.testing.assert_close(first, second, rtol=0, atol=0)
+        previous = model.config._attn_implementation
+        model.set_attn_implementation("eager")
+        try:
+            eager = model(**batch).logits
+        finally:
+            model.set_attn_implementation(previous)
+    torch.testing.assert_close(eager[real], first[real], rtol=1e-4, atol=1e-5)

@@ -262,7 +262,7 @@ def test_processor_videos_and_generate_match_the_feature_path(video_model, video
 
     out = model.generate(**inputs, max_new_tokens=6, num_beams=2, do_sample=False)
     # the fast path: features computed first, passed as video_features
-    features, video_mask = model.get_video_features(inputs["pixel_values_videos"], inputs["video_clip_mask"])
+    features, video_mask = model.extract_video_features(inputs["pixel_values_videos"], inputs["video_clip_mask"])
     assert tuple(features.shape) == (2, 10, 4, 32) and video_mask.sum(dim=(1, 2)).tolist() == [40, 8]
     text_inputs = {k: v for k, v in inputs.items() if k not in ("pixel_values_videos", "video_clip_mask")}
     out_features = model.generate(**text_inputs, video_features=features, video_mask=video_mask, max_new_tokens=6, num_beams=2, do_sample=False)

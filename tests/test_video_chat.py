@@ -66,7 +66,7 @@ def test_trained_model_records_the_backbone_and_sees_the_extracted_features(trai
     for name in sorted(os.listdir(test_videos)):
         inputs = processor(videos=[os.path.join(test_videos, name)], question=[QUESTION], return_tensors="pt")
         with torch.no_grad():
-            features, mask = model.get_video_features(inputs["pixel_values_videos"], inputs["video_clip_mask"])
+            features, mask = model.extract_video_features(inputs["pixel_values_videos"], inputs["video_clip_mask"])
         extracted = np.load(os.path.join(feature_dir, "r3d_18_testset", name[:-4] + ".npy"))
         assert features.shape[1:] == extracted.shape and bool(mask.all())
         np.testing.assert_allclose(features[0].numpy(), extracted, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,199 @@
+"""A client without torchvision and av (issue 23): a features-only model saved by `save_pretrained` loads through
+`AutoProcessor` / `AutoModelForCausalLM` with `trust_remote_code=True`, answers through the README snippet ("Using a
+shared model") and the `video-grounded-dialogue` pipeline; a processor that records a video backbone says which
+packages are missing and how to install them, and the pipeline reports that cause.
+
+The missing packages are simulated in a subprocess: `sys.modules[name] = None` for torchvision, av and PIL (Pillow)
+before anything is imported, so `import torchvision` raises `ModuleNotFoundError` and `importlib.util.find_spec`
+(what transformers' `is_torchvision_available` reads) returns None, as in an environment where they are not
+installed. The subprocess runs outside the repository, without PYTHONPATH, with a fresh HF_HOME and
+HF_HUB_OFFLINE=1. (Measured once in a real venv with only torch, transformers, safetensors, tokenizers and
+numpy: the same script passes there; see the report of issue 23.)"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from chat_fixtures import FEATURE_DIM, build_tiny_chat_model
+
+BLOCKED = ("torchvision", "av", "PIL")
+
+PREAMBLE = f"""
+import sys
+for name in {BLOCKED!r}:
+    sys.modules[name] = None  # "not installed": imports fail, importlib.util.find_spec returns None
+import importlib.util
+assert importlib.util.find_spec("torchvision") is None
+try:
+    import torchvision  # noqa: F401
+except ImportError:
+    pass
+else:
+    raise AssertionError("torchvision is not blocked")
+"""
+
+# The README's "Using a shared model" snippet, with features from a .npy file (what extract_features writes), then the
+# pipeline on the same folder.
+CLIENT = """
+import json
+import numpy as np
+from transformers import AutoModelForCausalLM, AutoProcessor, pipeline
+
+folder = sys.argv[1]
+feats = np.load(sys.argv[2])
+processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)   # or a Hub id
+model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
+
+inputs = processor(
+    video_features=[feats],
+    caption=["a man opens a window ."],
+    history=[[("is he alone ?", "yes he is .")]],
+    question=["what does he do next ?"],
+    return_tensors="pt",
+)
+out = model.generate(**inputs, num_beams=2, max_new_tokens=4)
+answers = processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+chat = pipeline("video-grounded-dialogue", model=folder, trust_remote_code=True)
+answer = chat(video=sys.argv[2], caption="a man opens a window .", history=[], question="what does he do next ?", max_new_tokens=4)
+rendered = processor.apply_chat_template([
+    {"role": "system", "content": [{"type": "text", "text": "a man opens a window ."}]},
+    {"role": "user", "content": [{"type": "video", "video": feats}, {"type": "text", "text": "what next ?"}]},
+])
+loaded = [name for name in ("torchvision", "av", "PIL") if sys.modules.get(name) is not None]
+print("RESULT " + json.dumps({
+    "processor": type(processor).__name__,
+    "video_processor": type(processor.video_processor).__name__,
+    "model": type(model).__name__,
+    "answers": answers,
+    "pipeline": answer,
+    "rendered": rendered,
+    "loaded": loaded,
+}))
+"""
+
+
+def run_client(script: str, tmp_path, *args) -> subprocess.CompletedProcess:
+    path = tmp_path / "client.py"
+    path.write_text(PREAMBLE + script)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    return subprocess.run(
+        [sys.executable, "-s", str(path), *map(str, args)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    import numpy as np
+
+    folder = str(tmp_path_factory.mktemp("shared_model"))
+    build_tiny_chat_model(folder)
+    features = os.path.join(folder, "clip.npy")
+    np.save(features, np.random.default_rng(0).standard_normal((4, FEATURE_DIM)).astype(np.float32))
+    return folder, features
+
+
+def test_features_only_model_loads_and_answers_without_torchvision_and_av(saved_model, tmp_path):
+    folder, features = saved_model
+    result = run_client(CLIENT, tmp_path, folder, features)
+    assert result.returncode == 0, result.stderr[-4000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
+    got = json.loads(line[len("RESULT ") :])
+    assert got["processor"] == "VGDProcessor"
+    assert got["video_processor"] == "NoVideoProcessor"
+    assert got["model"] == "VGDGPT2ForDialogue"
+    assert len(got["answers"]) == 1 and isinstance(got["answers"][0], str)
+    assert isinstance(got["pipeline"]["answer"], str)
+    assert got["rendered"].startswith("<video><cap> a man opens a window .<usr> what next ?<sys>")
+    assert got["loaded"] == []  # neither torchvision, av nor Pillow was needed
+
+
+def test_features_only_answers_equal_those_of_the_repository(saved_model, tmp_path):
+    """The blocked client answers as the repository's own classes do (same processor output, same generation)."""
+    import numpy as np
+    import torch
+
+    from modeling_vgd_gpt2 import VGDGPT2ForDialogue
+    from processing_vgd import VGDProcessor
+
+    folder, features = saved_model
+    script = CLIENT.replace("num_beams=2", "do_sample=False")
+    result = run_client(script, tmp_path, folder, features)
+    assert result.returncode == 0, result.stderr[-4000:]
+    got = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[len("RESULT ") :])
+    processor = VGDProcessor.from_pretrained(folder)
+    model = VGDGPT2ForDialogue.from_pretrained(folder).eval()
+    inputs = processor(
+        video_features=[np.load(features)], caption=["a man opens a window ."],
+        history=[[("is he alone ?", "yes he is .")]], question=["what does he do next ?"], return_tensors="pt",
+    )
+    with torch.no_grad():
+        out = model.generate(**inputs, do_sample=False, max_new_tokens=4)
+    assert got["answers"] == processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+@pytest.fixture(scope="module")
+def backbone_settings(tiny_gpt2_dir):
+    """The `video_processor` entry of a processor that records a (random, tiny) r3d_18 backbone."""
+    pytest.importorskip("torchvision")
+    from processing_vgd import VGDProcessor
+    from video_backbone_vgd import resolve_video_backbone
+
+    spec = resolve_video_backbone("r3d_18", pretrained=False, crop_size=32, clip_length=8)
+    processor = VGDProcessor.from_gpt2_pretrained(tiny_gpt2_dir, video_backbone=spec, max_video_frames=8)
+    return processor.to_dict()["video_processor"]
+
+
+def test_a_recorded_backbone_names_the_missing_packages(saved_model, backbone_settings, tmp_path):
+    """A processor with a video backbone needs torchvision and av: without them, AutoProcessor raises an ImportError
+    naming both and the pip command, and the pipeline reports that cause instead of "no processor found"."""
+    import shutil
+
+    folder = str(tmp_path / "backbone_model")
+    shutil.copytree(saved_model[0], folder, ignore=shutil.ignore_patterns("data", "gpt2"))
+    config_path = os.path.join(folder, "processor_config.json")
+    with open(config_path) as f:
+        config = json.load(f)
+    config["video_processor"] = backbone_settings
+    with open(config_path, "w") as f:
+        json.dump(config, f)
+    script = """
+from transformers import AutoProcessor, pipeline
+messages = []
+try:
+    AutoProcessor.from_pretrained(sys.argv[1], trust_remote_code=True)
+except ImportError as error:
+    messages.append(str(error))
+try:
+    pipeline("video-grounded-dialogue", model=sys.argv[1], trust_remote_code=True)
+except ValueError as error:
+    messages.append(str(error))
+print("RESULT " + json.dumps(messages))
+"""
+    result = run_client("import json\n" + script, tmp_path, folder)
+    assert result.returncode == 0, result.stderr[-4000:]
+    processor_error, pipeline_error = json.loads(
+        next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[len("RESULT ") :]
+    )
+    assert "records the video backbone 'r3d_18'" in processor_error
+    assert "pip install torchvision av" in processor_error
+    assert "the processor saved with the model could not be loaded: ImportError" in pipeline_error
+    assert "pip install torchvision av" in pipeline_error
+    assert "no processor found" not in pipeline_error
+
+
+def test_the_pipeline_still_says_when_no_processor_was_saved(saved_model, tmp_path):
+    import shutil
+
+    from transformers import pipeline
+
+    folder = str(tmp_path / "model_only")
+    shutil.copytree(saved_model[0], folder, ignore=shutil.ignore_patterns("data", "gpt2"))
+    os.remove(os.path.join(folder, "processor_config.json"))
+    with pytest.raises(ValueError, match="no processor found.*save it next to the model"):
+        pipeline("video-grounded-dialogue", model=folder, trust_remote_code=True)
