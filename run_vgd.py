@@ -55,6 +55,7 @@ from processing_vgd import VGDProcessor
 from vgd_training import TrainingDivergedError, VGDTrainer, VGDTrainingArguments, avsd_caption_metrics
 from vgd_training.checkpointing import check_output_dir_writable, write_json_atomic
 from vgd_training.output_folder import bytes_needed_on_disk, prepare_output_dir, report_outputs
+from vgd_training.signals import StopOnSignalCallback
 from vgd_training.process import (
     apply_total_train_batch_size,
     check_distributed_launch,
@@ -231,6 +232,27 @@ def load_processor_and_model(model_args: ModelArguments, video_feature_dim: int,
 # ---------------------------------------------------------------------------------------------- main
 
 
+def stop_after_signal(trainer: VGDTrainer, stopper: StopOnSignalCallback) -> int:
+    """After training stopped on SIGTERM / SIGUSR1: make sure the last step is saved, say how to resume, and return
+    the exit code (128 + the signal number, as for a process the signal ended)."""
+    step = trainer.state.global_step
+    where = None
+    if step > 0 and (stopper.stopped_at_step == step or trainer.args.world_size == 1):
+        where = trainer.save_emergency_checkpoint()  # the checkpoint of that step when the callback saved it already
+    if where:
+        note = (
+            f"Stopped by {stopper.signal_name} after step {step}: the trained state of that step is saved in {where}. "
+            f"Continue with the same command and --resume_from_checkpoint last (or --resume_from_checkpoint {where})."
+        )
+    else:
+        note = f"Stopped by {stopper.signal_name} after step {step}: nothing was trained yet, so no checkpoint was saved."
+    if trainer.is_world_process_zero():
+        logger.error(note)
+        sys.stdout.flush()
+    return stopper.exit_code
+
+
+
 def main(argv: list[str] | None = None):
     argv = sys.argv[1:] if argv is None else argv
     model_args, data_args, demo_args, training_args = parse_arguments(argv)
@@ -316,6 +338,10 @@ def main(argv: list[str] | None = None):
 
     # ------------------------------------------------------------------ train
     if training_args.do_train:
+        # SIGTERM / SIGUSR1 (cluster schedulers, `timeout`): finish the step, save a checkpoint, stop (vgd_training/signals.py)
+        stopper = StopOnSignalCallback()
+        trainer.add_callback(stopper)
+        stopper.install()
         try:
             train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         except BaseException as error:
@@ -328,6 +354,10 @@ def main(argv: list[str] | None = None):
                 logger.error("%s (%s: %s)", note, type(error).__name__, error)
                 error.add_note(note)  # printed under the traceback
             raise
+        finally:
+            stopper.uninstall()
+        if stopper.received is not None:
+            raise SystemExit(stop_after_signal(trainer, stopper))
         logger.info("process %d of %d trained %d step(s)", training_args.process_index, training_args.world_size, trainer.state.global_step)
         # the trained model is on disk before any evaluation, prediction or push (in a rescue folder if need be)
         written["model"] = trainer.save_model_or_rescue()
