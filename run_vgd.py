@@ -54,7 +54,7 @@ from modeling_vgd_gpt2 import VGDGPT2ForDialogue
 from processing_vgd import VGDProcessor
 from vgd_training import TrainingDivergedError, VGDTrainer, VGDTrainingArguments, avsd_caption_metrics
 from vgd_training.checkpointing import check_output_dir_writable, write_json_atomic
-from vgd_training.output_folder import bytes_needed_on_disk, prepare_output_dir, report_outputs
+from vgd_training.output_folder import bytes_needed_on_disk, prepare_output_dir, release_output_dirs, report_outputs
 from vgd_training.signals import StopOnSignalCallback
 from vgd_training.process import (
     apply_total_train_batch_size,
@@ -254,7 +254,21 @@ def stop_after_signal(trainer: VGDTrainer, stopper: StopOnSignalCallback) -> int
 
 
 def main(argv: list[str] | None = None):
-    argv = sys.argv[1:] if argv is None else argv
+    """Train / evaluate / predict as the arguments say (see the module docstring); returns the test metrics. The
+    output folder stays locked until this returns; a run that fails before its first training step releases it
+    (its `_run_vgd.json` claim is removed when the folder holds nothing else of it)."""
+    progress = {}
+    try:
+        return _main(sys.argv[1:] if argv is None else argv, progress)
+    except BaseException:
+        trainer = progress.get("trainer")
+        release_output_dirs(failed_before_training=trainer is None or trainer.state.global_step == 0)
+        raise
+    finally:
+        release_output_dirs()
+
+
+def _main(argv: list[str], progress: dict):
     model_args, data_args, demo_args, training_args = parse_arguments(argv)
     demo = data_args.data_dir is None
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
@@ -330,6 +344,7 @@ def main(argv: list[str] | None = None):
         eval_generation_dataset=turns("validation", for_generation=True) if eval_dataset is not None else None,
         run_id=run_id,
     )
+    progress["trainer"] = trainer
     if main_process:
         check_output_dir_writable(training_args.output_dir, bytes_needed_on_disk(model, training_args))
     written = {}  # what this run wrote where, for the closing lines
