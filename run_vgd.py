@@ -67,6 +67,9 @@ from vgd_training.process import (
 logger = logging.getLogger(__name__)
 
 
+CAPTION_FIELDS = ("caption", "summary")  # the text fields of an AVSD dialogue that --caption_fields may name
+
+
 @dataclass
 class ModelArguments:
     """The model: the GPT-2 to start from (or a VGD-GPT2 checkpoint to continue), the video encoding and the objectives."""
@@ -89,6 +92,17 @@ class ModelArguments:
     mlm_probability: float = field(default=0.15, metadata={"help": "Fraction of context tokens masked for MLM."})
     mvm_probability: float = field(default=0.15, metadata={"help": "Fraction of video regions masked for MVM."})
     mvt_probability: float = field(default=0.15, metadata={"help": "Fraction of examples given another example's video."})
+
+    def __post_init__(self):
+        for name in ("mlm_probability", "mvm_probability", "mvt_probability"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"--{name} must be between 0 and 1, got {value}")
+        if self.video_pooling not in ("spatiotemporal", "spatial", "temporal"):
+            raise ValueError(f"--video_pooling must be spatiotemporal, spatial or temporal, got {self.video_pooling!r}")
+        for name in ("max_video_frames", "max_video_regions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
 
 
 @dataclass
@@ -116,6 +130,18 @@ class DataArguments:
     max_predict_samples: int | None = field(default=None, metadata={"help": "Truncate the test split."})
     skip_missing_features: bool = field(default=False, metadata={"help": "Drop turns whose video has no feature file (counted and logged) instead of failing."})
     cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder."})
+
+    def __post_init__(self):
+        unknown = [name.strip() for name in self.caption_fields.split(",") if name.strip() and name.strip() not in CAPTION_FIELDS]
+        if unknown:
+            raise ValueError(
+                f"--caption_fields {self.caption_fields}: {', '.join(repr(name) for name in unknown)} "
+                f"{'is not a field' if len(unknown) == 1 else 'are not fields'} of the AVSD data; choose among {', '.join(CAPTION_FIELDS)}"
+            )
+        for name in ("max_train_samples", "max_eval_samples", "max_predict_samples", "max_history_turns"):
+            value = getattr(self, name)
+            if value is not None and value < (0 if name == "max_history_turns" else 1):
+                raise ValueError(f"--{name} must be at least {0 if name == 'max_history_turns' else 1}, got {value}")
 
 
 # ---------------------------------------------------------------------------------------------- arguments
