@@ -47,11 +47,11 @@ class OutputFolderLock:
         self.wrote_run_info = False  # this run wrote the folder's _run_vgd.json (a new claim)
 
     def acquire(self) -> "OutputFolderLock":
-        if not os.path.isdir(self.folder):
-            os.makedirs(self.folder, exist_ok=True)
-            self.created_folder = True
+        self.created_folder = not os.path.isdir(self.folder)
+        check_output_dir_writable(self.folder, needed_bytes=0)  # creates it; an error naming the folder if it cannot take a file
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            # held read-only (a folder with a file open for writing cannot be remounted read-only); written apart
+            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o666)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as error:
@@ -77,9 +77,10 @@ class OutputFolderLock:
                 "The output folder %s was locked by an earlier run (%s) that ended without releasing it%s; taking it over.",
                 self.folder, _describe(stale), "" if alive else " (it is no longer running: killed?)",
             )
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
-        os.fsync(fd)
+        with open(self.path, "w", encoding="utf-8") as f:  # closing this other descriptor keeps the lock (flock)
+            f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+            f.flush()
+            os.fsync(f.fileno())
         self.fd = fd
         return self
 
