@@ -48,7 +48,15 @@ from avsd_dataset.demo import (
     print_demo_table,
 )
 from avsd_dataset.features import parse_feature_streams
-from avsd_dataset.splits import feature_stores, load_splits, recorded_video_backbone, video_token_counts, write_result_file
+from avsd_dataset.splits import (
+    check_test_keys_unique,
+    drop_bad_examples,
+    feature_stores,
+    load_splits,
+    recorded_video_backbone,
+    video_token_counts,
+    write_result_file,
+)
 from avsd_dataset.turns import DialogueTurnDataset
 from modeling_vgd_gpt2 import VGDGPT2ForDialogue
 from processing_vgd import VGDProcessor
@@ -129,6 +137,11 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the validation split."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Truncate the test split."})
     skip_missing_features: bool = field(default=False, metadata={"help": "Drop turns whose video has no feature file (counted and logged) instead of failing."})
+    skip_bad_examples: bool = field(
+        default=False,
+        metadata={"help": "Drop turns the processor cannot make into model inputs (e.g. a question longer than the text "
+                  "budget; counted and logged) instead of refusing the data before training."},
+    )
     cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder."})
 
     def __post_init__(self):
@@ -350,6 +363,15 @@ def _main(argv: list[str], progress: dict):
     if training_args.ddp_find_unused_parameters is None:
         # a switched-off objective leaves its head without gradients
         training_args.ddp_find_unused_parameters = not (model.config.use_mlm and model.config.use_mvm and model.config.use_mvt)
+
+    # every turn through the processor's text side once, before step 1: a turn it refuses is named here (file,
+    # dialogue, video id, turn), not at the step that draws it
+    if training_args.do_predict:
+        check_test_keys_unique(test_json_path)
+    for name in needed:
+        generation = name == "test"
+        drop_bad_examples(name, splits, processor, caption_fields, data_args.skip_bad_examples, for_generation=generation,
+                          max_new_tokens=training_args.generation_max_new_tokens if generation else None)
 
     video_lengths = {}  # per split, read once from the .npy headers
 
