@@ -52,3 +52,16 @@ def test_duplicate_video_and_turn_in_the_test_file_is_refused_with_both_dialogue
     message = str(raised.value)
     assert "test_set4DSTC7-AVSD.json: dialogues 0 and 8 have the same video id '" in message
     assert "test_result.json matches answers to dialogues by (video id, turn), so one would get the other's answer" in message
+
+
+def test_extracted_feature_files_get_the_umask_mode(tmp_path):
+    import numpy as np
+
+    from avsd_dataset.extract_features import _atomic_write_bytes, save_features_atomic
+
+    umask = os.umask(0)
+    os.umask(umask)
+    save_features_atomic(str(tmp_path / "v.npy"), np.zeros((1, 1, 2), np.float32))
+    _atomic_write_bytes(str(tmp_path / "backbone.json"), b"{}")
+    for name in ("v.npy", "backbone.json"):
+        assert os.stat(tmp_path / name).st_mode & 0o777 == 0o666 & ~umask, name
