@@ -48,13 +48,22 @@ from avsd_dataset.demo import (
     print_demo_table,
 )
 from avsd_dataset.features import parse_feature_streams
-from avsd_dataset.splits import feature_stores, load_splits, recorded_video_backbone, video_token_counts, write_result_file
+from avsd_dataset.splits import (
+    check_test_keys_unique,
+    drop_bad_examples,
+    feature_stores,
+    load_splits,
+    recorded_video_backbone,
+    video_token_counts,
+    write_result_file,
+)
 from avsd_dataset.turns import DialogueTurnDataset
 from modeling_vgd_gpt2 import VGDGPT2ForDialogue
 from processing_vgd import VGDProcessor
 from vgd_training import TrainingDivergedError, VGDTrainer, VGDTrainingArguments, avsd_caption_metrics
 from vgd_training.checkpointing import check_output_dir_writable, write_json_atomic
-from vgd_training.output_folder import bytes_needed_on_disk, prepare_output_dir, report_outputs
+from vgd_training.output_folder import bytes_needed_on_disk, prepare_output_dir, release_output_dirs, report_outputs
+from vgd_training.signals import StopOnSignalCallback
 from vgd_training.process import (
     apply_total_train_batch_size,
     check_distributed_launch,
@@ -64,6 +73,9 @@ from vgd_training.process import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+CAPTION_FIELDS = ("caption", "summary")  # the text fields of an AVSD dialogue that --caption_fields may name
 
 
 @dataclass
@@ -88,6 +100,17 @@ class ModelArguments:
     mlm_probability: float = field(default=0.15, metadata={"help": "Fraction of context tokens masked for MLM."})
     mvm_probability: float = field(default=0.15, metadata={"help": "Fraction of video regions masked for MVM."})
     mvt_probability: float = field(default=0.15, metadata={"help": "Fraction of examples given another example's video."})
+
+    def __post_init__(self):
+        for name in ("mlm_probability", "mvm_probability", "mvt_probability"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"--{name} must be between 0 and 1, got {value}")
+        if self.video_pooling not in ("spatiotemporal", "spatial", "temporal"):
+            raise ValueError(f"--video_pooling must be spatiotemporal, spatial or temporal, got {self.video_pooling!r}")
+        for name in ("max_video_frames", "max_video_regions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
 
 
 @dataclass
@@ -114,7 +137,24 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the validation split."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Truncate the test split."})
     skip_missing_features: bool = field(default=False, metadata={"help": "Drop turns whose video has no feature file (counted and logged) instead of failing."})
+    skip_bad_examples: bool = field(
+        default=False,
+        metadata={"help": "Drop turns the processor cannot make into model inputs (e.g. a question longer than the text "
+                  "budget; counted and logged) instead of refusing the data before training."},
+    )
     cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder."})
+
+    def __post_init__(self):
+        unknown = [name.strip() for name in self.caption_fields.split(",") if name.strip() and name.strip() not in CAPTION_FIELDS]
+        if unknown:
+            raise ValueError(
+                f"--caption_fields {self.caption_fields}: {', '.join(repr(name) for name in unknown)} "
+                f"{'is not a field' if len(unknown) == 1 else 'are not fields'} of the AVSD data; choose among {', '.join(CAPTION_FIELDS)}"
+            )
+        for name in ("max_train_samples", "max_eval_samples", "max_predict_samples", "max_history_turns"):
+            value = getattr(self, name)
+            if value is not None and value < (0 if name == "max_history_turns" else 1):
+                raise ValueError(f"--{name} must be at least {0 if name == 'max_history_turns' else 1}, got {value}")
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -231,8 +271,43 @@ def load_processor_and_model(model_args: ModelArguments, video_feature_dim: int,
 # ---------------------------------------------------------------------------------------------- main
 
 
+def stop_after_signal(trainer: VGDTrainer, stopper: StopOnSignalCallback) -> int:
+    """After training stopped on SIGTERM / SIGUSR1: make sure the last step is saved, say how to resume, and return
+    the exit code (128 + the signal number, as for a process the signal ended)."""
+    step = trainer.state.global_step
+    where = None
+    if step > 0 and (stopper.stopped_at_step == step or trainer.args.world_size == 1):
+        where = trainer.save_emergency_checkpoint()  # the checkpoint of that step when the callback saved it already
+    if where:
+        note = (
+            f"Stopped by {stopper.signal_name} after step {step}: the trained state of that step is saved in {where}. "
+            f"Continue with the same command and --resume_from_checkpoint last (or --resume_from_checkpoint {where})."
+        )
+    else:
+        note = f"Stopped by {stopper.signal_name} after step {step}: nothing was trained yet, so no checkpoint was saved."
+    if trainer.is_world_process_zero():
+        logger.error(note)
+        sys.stdout.flush()
+    return stopper.exit_code
+
+
+
 def main(argv: list[str] | None = None):
-    argv = sys.argv[1:] if argv is None else argv
+    """Train / evaluate / predict as the arguments say (see the module docstring); returns the test metrics. The
+    output folder stays locked until this returns; a run that fails before its first training step releases it
+    (its `_run_vgd.json` claim is removed when the folder holds nothing else of it)."""
+    progress = {}
+    try:
+        return _main(sys.argv[1:] if argv is None else argv, progress)
+    except BaseException:
+        trainer = progress.get("trainer")
+        release_output_dirs(failed_before_training=trainer is None or trainer.state.global_step == 0)
+        raise
+    finally:
+        release_output_dirs()
+
+
+def _main(argv: list[str], progress: dict):
     model_args, data_args, demo_args, training_args = parse_arguments(argv)
     demo = data_args.data_dir is None
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
@@ -289,6 +364,15 @@ def main(argv: list[str] | None = None):
         # a switched-off objective leaves its head without gradients
         training_args.ddp_find_unused_parameters = not (model.config.use_mlm and model.config.use_mvm and model.config.use_mvt)
 
+    # every turn through the processor's text side once, before step 1: a turn it refuses is named here (file,
+    # dialogue, video id, turn), not at the step that draws it
+    if training_args.do_predict:
+        check_test_keys_unique(test_json_path)
+    for name in needed:
+        generation = name == "test"
+        drop_bad_examples(name, splits, processor, caption_fields, data_args.skip_bad_examples, for_generation=generation,
+                          max_new_tokens=training_args.generation_max_new_tokens if generation else None)
+
     video_lengths = {}  # per split, read once from the .npy headers
 
     def turns(name, for_generation=False):
@@ -308,6 +392,7 @@ def main(argv: list[str] | None = None):
         eval_generation_dataset=turns("validation", for_generation=True) if eval_dataset is not None else None,
         run_id=run_id,
     )
+    progress["trainer"] = trainer
     if main_process:
         check_output_dir_writable(training_args.output_dir, bytes_needed_on_disk(model, training_args))
     written = {}  # what this run wrote where, for the closing lines
@@ -316,6 +401,10 @@ def main(argv: list[str] | None = None):
 
     # ------------------------------------------------------------------ train
     if training_args.do_train:
+        # SIGTERM / SIGUSR1 (cluster schedulers, `timeout`): finish the step, save a checkpoint, stop (vgd_training/signals.py)
+        stopper = StopOnSignalCallback()
+        trainer.add_callback(stopper)
+        stopper.install()
         try:
             train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         except BaseException as error:
@@ -328,6 +417,10 @@ def main(argv: list[str] | None = None):
                 logger.error("%s (%s: %s)", note, type(error).__name__, error)
                 error.add_note(note)  # printed under the traceback
             raise
+        finally:
+            stopper.uninstall()
+        if stopper.received is not None:
+            raise SystemExit(stop_after_signal(trainer, stopper))
         logger.info("process %d of %d trained %d step(s)", training_args.process_index, training_args.world_size, trainer.state.global_step)
         # the trained model is on disk before any evaluation, prediction or push (in a rescue folder if need be)
         written["model"] = trainer.save_model_or_rescue()

@@ -139,12 +139,20 @@ def is_done(path: str, num_regions: int, feature_dim: int) -> bool:
     return len(shape) == 3 and shape[0] >= 1 and shape[1] == num_regions and shape[2] == feature_dim
 
 
+def _umask_mode() -> int:
+    """The mode an ordinary `open()` gives a new file (0644 under the usual umask); mkstemp's files are 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic_write_bytes(path: str, data: bytes) -> None:
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -159,6 +167,7 @@ def save_features_atomic(path: str, features: np.ndarray) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, features)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -27,7 +27,94 @@ def load_splits(data_args):
     for name, limit in (("train", data_args.max_train_samples), ("validation", data_args.max_eval_samples), ("test", data_args.max_predict_samples)):
         if name in splits and limit is not None:
             splits[name] = splits[name].select(range(min(limit, len(splits[name]))))
+    # the JSON file of each split, for messages that point into it (see check_examples)
+    splits.source_files = {name: builder.config.resolve_file(getattr(builder.config, f"{field}_file")) for name, field in (("train", "train"), ("validation", "validation"), ("test", "test"))}
     return splits, builder.config.resolve_file(builder.config.test_file)
+
+
+def check_test_keys_unique(test_json_path: str) -> None:
+    """Refuse a test file with two dialogues of the same video and length: `write_result_file` matches answers to
+    dialogues by (image_id, turn), so one would silently get the other's answer."""
+    with open(test_json_path, encoding="utf-8") as f:
+        dialogues = json.load(f)["dialogs"]
+    seen = {}
+    for index, dialogue in enumerate(dialogues):
+        key = (dialogue["image_id"], len(dialogue["dialog"]) - 1)
+        if key in seen:
+            raise ValueError(
+                f"{test_json_path}: dialogues {seen[key]} and {index} have the same video id '{key[0]}' and the same "
+                f"scored turn ({key[1]}): test_result.json matches answers to dialogues by (video id, turn), so one "
+                "would get the other's answer. Remove or correct one of them."
+            )
+        seen[key] = index
+
+
+def locate_turn(source_file: str | None, image_id: str, turn: int, question: str) -> str:
+    """'file F, dialogue D (video id V), turn T' for one turn of a split (the dialogue index read from the file)."""
+    dialogue_index = "?"
+    if source_file and os.path.isfile(source_file):
+        with open(source_file, encoding="utf-8") as f:
+            for index, dialogue in enumerate(json.load(f)["dialogs"]):
+                turns = dialogue.get("dialog") or []
+                if dialogue.get("image_id") == image_id and turn < len(turns) and (turns[turn].get("question") or "").strip() == question.strip():
+                    dialogue_index = index
+                    break
+    return f"file {source_file}, dialogue {dialogue_index} (video id '{image_id}'), turn {turn}"
+
+
+def check_examples(split, processor, caption_fields, for_generation: bool = False, max_new_tokens: int | None = None):
+    """Run the processor's text side over every turn of `split` before training (no feature file is read: the
+    features are checked by `feature_stores`), so that an example the processor refuses (a question longer than the
+    text budget, no room for the answer, ...) is found up front rather than at the step that draws it. Returns
+    `(row index, message)` per refused turn; the processor's truncation counters are left as they were."""
+    import copy
+
+    from .turns import caption_text
+
+    saved = copy.deepcopy(processor.truncation_stats)
+    problems = []
+    try:
+        for index, row in enumerate(split.select_columns(["caption", "summary", "history", "question", "answer"])):
+            inputs = {
+                "video_features": None,
+                "caption": caption_text(row, caption_fields),
+                "history": [(turn["question"], turn["answer"]) for turn in row["history"]],
+                "question": row["question"],
+            }
+            try:
+                if for_generation:
+                    processor(**inputs, max_new_tokens=max_new_tokens)
+                else:
+                    processor.process_example(**inputs, answer=row["answer"])
+            except ValueError as error:
+                problems.append((index, str(error).removeprefix("example 0: ")))
+    finally:
+        processor.truncation_stats = saved
+    return problems
+
+
+def drop_bad_examples(name: str, splits, processor, caption_fields, skip: bool, for_generation: bool = False, max_new_tokens: int | None = None) -> None:
+    """`check_examples` on `splits[name]`: refuse the split naming each bad turn (file, dialogue, video id, turn), or
+    with `skip` drop those turns and count them in a warning."""
+    problems = check_examples(splits[name], processor, caption_fields, for_generation, max_new_tokens)
+    if not problems:
+        return
+    split = splits[name]
+    source = getattr(splits, "source_files", {}).get(name)
+    described = [
+        f"{locate_turn(source, split[index]['image_id'], split[index]['turn'], split[index]['question'])}: {message}"
+        for index, message in problems[:5]
+    ]
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    if not skip:
+        raise ValueError(
+            f"{len(problems)} of the {len(split)} turns of the {name} split cannot be made into model inputs{more}:\n  "
+            + "\n  ".join(described)
+            + "\nCorrect them, or pass --skip_bad_examples to drop such turns (counted in a warning)."
+        )
+    bad = {index for index, _ in problems}
+    logger.warning("%s: dropping %d of %d turns that cannot be made into model inputs, e.g. %s", name, len(bad), len(split), "; ".join(described))
+    splits[name] = split.select([index for index in range(len(split)) if index not in bad])
 
 
 def feature_stores(data_args, splits, names: list[str]) -> dict[str, VideoFeatureStore]:

@@ -62,3 +62,13 @@ class VGDTrainingArguments(TrainingArguments):
                   "default (one per core); the demo uses 1 (fast for its small model, robust on a busy machine, the same "
                   "numbers on every machine)."},
     )
+
+    def __post_init__(self):
+        # values the Trainer would take without a word (max_steps 0 trains one step) or fail on without naming the flag
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"--max_steps must be a positive number of optimizer steps, or -1 to train for --num_train_epochs; got {self.max_steps}")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "total_train_batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be at least 1, got {value}")
+        super().__post_init__()

@@ -1,15 +1,23 @@
-"""The output folder of a run: claimed for one run (`_run_vgd.json`), refused when it holds another run's results,
-checked for room; and the closing lines that say what was written where."""
+"""The output folder of a run: locked for the whole run (`_run_vgd.lock`: PID and host of the run holding it),
+claimed for one run (`_run_vgd.json`), refused when it holds another run's results, checked for room, released
+(claim removed) by a run that fails before its first training step; and the closing lines that say what was
+written where."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
 import logging
 import os
+import socket
 import sys
+import time
 
 from .checkpointing import (
     RUN_INFO_NAME,
     check_output_dir_writable,
+    read_checkpoint_info,
     new_run_id,
     read_run_info,
     remove_results,
@@ -19,6 +27,122 @@ from .checkpointing import (
 
 logger = logging.getLogger(__name__)
 
+LOCK_NAME = "_run_vgd.lock"
+
+
+class OutputFolderInUseError(RuntimeError):
+    """Another live run holds the output folder's lock."""
+
+
+class OutputFolderLock:
+    """An exclusive `fcntl.flock` on `<folder>/_run_vgd.lock`, held from the folder check to the end of the run (the
+    kernel drops it when the process dies, however it dies). The file names the holder (PID, host, start time), so a
+    refused run says who holds the folder, and a lock file left by a killed run is reported when taken over."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.path = os.path.join(folder, LOCK_NAME)
+        self.fd: int | None = None
+        self.created_folder = False
+        self.wrote_run_info = False  # this run wrote the folder's _run_vgd.json (a new claim)
+
+    def acquire(self) -> "OutputFolderLock":
+        self.created_folder = not os.path.isdir(self.folder)
+        check_output_dir_writable(self.folder, needed_bytes=0)  # creates it; an error naming the folder if it cannot take a file
+        while True:
+            # held read-only (a folder with a file open for writing cannot be remounted read-only); written apart
+            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                holder = _read_holder(fd)
+                os.close(fd)
+                if error.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+                raise OutputFolderInUseError(
+                    f"the output folder {self.folder} is in use by another run ({_describe(holder)}; lock file {self.path}). "
+                    "Wait for that run to end, stop it, or choose another --output_dir."
+                ) from None
+            try:  # the file may have been removed by its previous holder between our open and our lock: retry
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        stale = _read_holder(fd)
+        if stale:
+            alive = stale.get("host") == socket.gethostname() and _pid_alive(stale.get("pid"))
+            logger.warning(
+                "The output folder %s was locked by an earlier run (%s) that ended without releasing it%s; taking it over.",
+                self.folder, _describe(stale), "" if alive else " (it is no longer running: killed?)",
+            )
+        with open(self.path, "w", encoding="utf-8") as f:  # closing this other descriptor keeps the lock (flock)
+            f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+            f.flush()
+            os.fsync(f.fileno())
+        self.fd = fd
+        return self
+
+    def release(self, failed_before_training: bool = False) -> None:
+        """Unlock (and remove the lock file). After a failure before the first training step, a claim this run wrote
+        into a folder holding nothing else of it is removed too, so that the corrected rerun is accepted."""
+        if self.fd is None:
+            return
+        try:
+            if failed_before_training and self.wrote_run_info and results_in_folder(self.folder) == [RUN_INFO_NAME]:
+                os.remove(os.path.join(self.folder, RUN_INFO_NAME))
+                logger.info("The run failed before its first training step: %s is released (its %s removed)", self.folder, RUN_INFO_NAME)
+            os.remove(self.path)  # removed while still locked: a run that opened it meanwhile retries on the new file
+            if failed_before_training and self.created_folder and not os.listdir(self.folder):
+                os.rmdir(self.folder)
+        except OSError as error:
+            logger.warning("Could not release the output folder %s cleanly (%s)", self.folder, error)
+        finally:
+            os.close(self.fd)  # drops the lock
+            self.fd = None
+
+
+def _read_holder(fd: int) -> dict | None:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 4096).decode("utf-8", "replace").strip()
+        return json.loads(text) if text else None
+    except (OSError, ValueError):
+        return {"pid": "?", "host": "?"}
+
+
+def _pid_alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, TypeError, ValueError) as error:
+        return isinstance(error, PermissionError)
+    return True
+
+
+def _describe(holder: dict | None) -> str:
+    if not holder:
+        return "holder unknown"
+    return f"PID {holder.get('pid', '?')} on host {holder.get('host', '?')}" + (f", started {holder['started']}" if holder.get("started") else "")
+
+
+# the locks this process holds, by folder (released by release_output_dirs at the end of run_vgd.main)
+_HELD: dict[str, OutputFolderLock] = {}
+
+
+def lock_output_dir(folder: str) -> OutputFolderLock:
+    key = os.path.abspath(folder)
+    if key not in _HELD:
+        _HELD[key] = OutputFolderLock(folder).acquire()
+    return _HELD[key]
+
+
+def release_output_dirs(failed_before_training: bool = False) -> None:
+    """Release every output folder this process locked (see `OutputFolderLock.release`)."""
+    while _HELD:
+        _, lock = _HELD.popitem()
+        lock.release(failed_before_training=failed_before_training)
+
 
 def prepare_output_dir(training_args, model_name_or_path: str | None, demo: bool, demo_dirs: tuple[str, ...] = (), argv: list[str] | None = None) -> str | None:
     """Claim the output folder for this run (main process) and return the run id.
@@ -27,10 +151,28 @@ def prepare_output_dir(training_args, model_name_or_path: str | None, demo: bool
     `--resume_from_checkpoint` (the run continues: same run id), a demo run replaces an earlier demo run in the demo's
     own folders (`demo_dirs`: outputs/demo, outputs/smoke), or the run only evaluates the model saved in that folder."""
     output_dir = training_args.output_dir
+    lock = lock_output_dir(output_dir)  # held until the run ends: a second run into this folder is refused
     previous = read_run_info(output_dir)
-    if training_args.do_train and training_args.resume_from_checkpoint:
-        return (previous or {}).get("run_id")  # None: the run of the checkpoint resumed from
     found = results_in_folder(output_dir)
+    resume = training_args.resume_from_checkpoint if training_args.do_train else None
+    if resume and str(resume).lower() not in ("true", "last"):
+        # an explicit checkpoint: continuing this folder's run, or starting from another run's checkpoint, which
+        # then meets the same check as a new run
+        checkpoint_run = (read_checkpoint_info(resume) or {}).get("run_id")
+        own = os.path.dirname(os.path.abspath(resume)) == os.path.abspath(output_dir) or (previous is not None and checkpoint_run == previous.get("run_id"))
+        if found and not own:
+            if not training_args.overwrite_output_dir:
+                shown = ", ".join(found[:6]) + (f" and {len(found) - 6} more" if len(found) > 6 else "")
+                raise FileExistsError(
+                    f"--resume_from_checkpoint {resume} is a checkpoint of another run (run {checkpoint_run}), but the "
+                    f"output folder {output_dir} holds the results of run {(previous or {}).get('run_id')} ({shown}). "
+                    "Pass --overwrite_output_dir to replace them, or choose another --output_dir."
+                )
+            logger.info("Replacing the results of the earlier run in %s: %s", output_dir, ", ".join(found))
+            remove_results(output_dir, found)
+            previous = None
+    if resume:
+        return (previous or {}).get("run_id")  # None: the run of the checkpoint resumed from
     evaluates_own_model = not training_args.do_train and model_name_or_path and os.path.abspath(model_name_or_path) == os.path.abspath(output_dir)
     if found and not evaluates_own_model:
         # the demo's own folders (no --output_dir given) take a new demo run's results
@@ -50,6 +192,7 @@ def prepare_output_dir(training_args, model_name_or_path: str | None, demo: bool
         os.path.join(output_dir, RUN_INFO_NAME),
         {"run_id": run_id, "demo": demo, "command": sys.argv[:1] + list(argv or [])},
     )
+    lock.wrote_run_info = True
     return run_id
 
 
