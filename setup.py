@@ -24,10 +24,6 @@ setup(
     package_data={"avsd_dataset": ["*.txt"]},
     install_requires=[
         "torch>=2.4",
-        # The video processor (a transformers BaseVideoProcessor) and the torchvision video backbones; install the
-        # torchvision release built for your torch (e.g. torch 2.14.1 + torchvision 0.29.1).
-        "torchvision>=0.19",
-        "av>=12",  # PyAV: decodes video files (FFmpeg is bundled in its wheels)
         "transformers>=5.24,<6",
         "datasets>=5.2",
         "accelerate>=1.15",
@@ -41,7 +37,11 @@ setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        "test": ["pytest>=8", "selenium>=4.20", "gradio>=6", "matplotlib>=3.8"],
+        # Video files (extraction, models that record a video backbone): the torchvision video backbones and PyAV
+        # (FFmpeg bundled in its wheels). Install the torchvision release built for your torch (torch 2.14.1 +
+        # torchvision 0.29.1). A features-only model needs neither.
+        "video": ["torchvision>=0.19", "av>=12"],
+        "test": ["pytest>=8", "selenium>=4.20", "gradio>=6", "matplotlib>=3.8", "torchvision>=0.19", "av>=12"],
         "chat": ["gradio>=6", "matplotlib>=3.8"],
         "tensorboard": ["tensorboard>=2.16"],
         "deepspeed": ["deepspeed>=0.16"],
