@@ -20,6 +20,11 @@
 #   5. fsdp     run_vgd.py, 5 steps of the demo under `accelerate launch` with configs/accelerate/fsdp.yaml and 1
 #               process; then DeepSpeed ZeRO-2 (configs/accelerate/deepspeed_zero2.yaml) if deepspeed imports or
 #               installs from benchmarks/wheels. Need `datasets`.
+# Wheels: benchmarks/wheels/ is not in git; fill it on a machine with the registry, for python 3.12, e.g.
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d benchmarks/wheels \
+#       transformers==5.25.0 huggingface_hub==2.4.0 tokenizers==0.23.3 [datasets + pyarrow, pandas, dill, xxhash, multiprocess]
+# and pass it to the device tool with carry=["benchmarks/wheels"] (64 MiB in all: pyarrow + pandas alone are ~55 MiB,
+# so the datasets sections may not fit; they are then skipped with the reason).
 # Output: $OUT (or benchmarks/gpu_check_out) holds each section's JSON / log and gpu_check.json (all of them).
 set -u
 cd "$(dirname "$0")/.."
@@ -63,7 +68,12 @@ need = (5, 25)
 have = tuple(int(x) for x in transformers.__version__.split(".")[:2])
 print("transformers", transformers.__version__, "wheels:", [os.path.basename(w) for w in wheels])
 if have < need and ours:
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--find-links", sys.argv[1], "-q", *wheels], check=False)
+    # with their dependencies from the same folder / what is installed; failing that, the wheels alone
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--find-links", sys.argv[1], "-q", *wheels])
+    if done.returncode != 0:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "-q", *wheels])
+    import importlib.metadata
+    print("installed transformers", importlib.metadata.version("transformers"))
 elif have < need:
     print(f"transformers {transformers.__version__} < {need} and no wheel in {sys.argv[1]}: testing with the machine's")
 EOF
