@@ -114,12 +114,12 @@ if $PY -c "import datasets" >/dev/null 2>&1; then
   run bf16 "${LIMITS[3]}" $PY benchmarks/bf16_stability.py "${BF16_ARGS[@]}" --bf16 --output_dir "$RESULTS/bf16_run" --output_json "$RESULTS/bf16.json"
   rm -rf "$RESULTS/bf16_run/run"  # the model (not needed; keeps $OUT small); steps.jsonl stays
   if [ "$DEVICE" = cuda ]; then
-    run fsdp "${LIMITS[4]}" accelerate launch --config_file configs/accelerate/fsdp.yaml --num_processes 1 run_vgd.py "${RUN_ARGS[@]}" --output_dir "$RESULTS/fsdp_run"
+    run fsdp "${LIMITS[4]}" $PY -m accelerate.commands.launch --config_file configs/accelerate/fsdp.yaml --num_processes 1 run_vgd.py "${RUN_ARGS[@]}" --output_dir "$RESULTS/fsdp_run"
     if ! $PY -c "import deepspeed" >/dev/null 2>&1 && ls "$WHEELS"/deepspeed-*.whl >/dev/null 2>&1; then
       $PY -m pip install --no-index --find-links "$WHEELS" -q deepspeed >"$RESULTS/deepspeed_install.log" 2>&1
     fi
     if $PY -c "import deepspeed" >/dev/null 2>&1; then
-      run deepspeed "${LIMITS[4]}" accelerate launch --config_file configs/accelerate/deepspeed_zero2.yaml --num_processes 1 run_vgd.py "${RUN_ARGS[@]}" --output_dir "$RESULTS/deepspeed_run"
+      run deepspeed "${LIMITS[4]}" $PY -m accelerate.commands.launch --config_file configs/accelerate/deepspeed_zero2.yaml --num_processes 1 run_vgd.py "${RUN_ARGS[@]}" --output_dir "$RESULTS/deepspeed_run"
     else
       echo "skipped: deepspeed neither imports nor installs from $WHEELS" >"$RESULTS/deepspeed.log"
     fi
