@@ -182,6 +182,21 @@ def compute_position_ids(
     return position_ids
 
 
+def _sum_cross_entropy(logits: torch.FloatTensor, targets: torch.LongTensor) -> torch.FloatTensor:
+    """Summed cross-entropy of `logits` [..., vocab] against `targets` [...] over the targets that are not -100,
+    with fixed shapes (no boolean-mask gather): ignored positions contribute exactly 0."""
+    return F.cross_entropy(logits.flatten(0, -2), targets.flatten().to(logits.device), ignore_index=-100, reduction="sum")
+
+
+def _item_count(scored: torch.BoolTensor, num_items_in_batch=None) -> torch.Tensor:
+    """The divisor of a summed loss: `num_items_in_batch` when the Trainer gives it, else the scored items (>= 1)."""
+    if num_items_in_batch is not None:
+        if isinstance(num_items_in_batch, torch.Tensor):
+            return num_items_in_batch.to(scored.device)
+        return num_items_in_batch
+    return scored.sum().clamp(min=1)
+
+
 class VGDGPT2PreTrainedModel(GPT2PreTrainedModel):
     config_class = VGDGPT2Config
     config: VGDGPT2Config
@@ -715,24 +730,40 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
         )
         hidden_states = transformer_outputs.last_hidden_state
 
-        logits = response_loss = None
+        # The losses. Eager: the heads run on the scored positions only (boolean-mask gathers, each a host sync; the
+        # eager forward syncs once for its input checks anyway). Compiled / exported: fixed shapes only (masked
+        # reductions over every position, no data-dependent size), so a training forward with all four objectives is
+        # one graph without host syncs; same sums and counts, hence the same losses and gradients.
+        fixed_shapes = not checking
+        logits = response_loss = mlm_loss = None
+        shared_logits = None
         if skip_logits and labels is not None:
             # the LM head on the positions that predict an answer token only (the loss of `loss_function`)
             next_labels = labels[:, 1:].to(hidden_states.device)
-            scored = next_labels != -100
-            predicted = self.lm_head(hidden_states[:, :-1][scored]).float()
-            response_loss = fixed_cross_entropy(predicted, next_labels[scored], kwargs.get("num_items_in_batch"))
+            if fixed_shapes:
+                # one LM-head pass over every position, shared with the MLM loss below
+                shared_logits = self.lm_head(hidden_states).float()
+                response_loss = _sum_cross_entropy(shared_logits[:, :-1], next_labels)
+                response_loss = response_loss / _item_count(next_labels != -100, kwargs.get("num_items_in_batch"))
+            else:
+                scored = next_labels != -100
+                predicted = self.lm_head(hidden_states[:, :-1][scored]).float()
+                response_loss = fixed_cross_entropy(predicted, next_labels[scored], kwargs.get("num_items_in_batch"))
         else:
             kept = slice(-logits_to_keep, None) if logits_to_keep else slice(None)
             logits = self.lm_head(hidden_states[:, kept])
             if labels is not None:
                 response_loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
 
-        mlm_loss = None
         if mlm_labels is not None:
             masked = mlm_labels != -100
-            mlm_logits = self.lm_head(hidden_states[masked]).float()
-            mlm_loss = F.cross_entropy(mlm_logits, mlm_labels[masked], reduction="sum") / masked.sum().clamp(min=1)
+            if fixed_shapes:
+                if shared_logits is None:
+                    shared_logits = logits.float() if logits is not None and not logits_to_keep else self.lm_head(hidden_states).float()
+                mlm_loss = _sum_cross_entropy(shared_logits, mlm_labels) / masked.sum().clamp(min=1)
+            else:
+                mlm_logits = self.lm_head(hidden_states[masked]).float()
+                mlm_loss = F.cross_entropy(mlm_logits, mlm_labels[masked], reduction="sum") / masked.sum().clamp(min=1)
 
         mvm_loss = None
         if mvm_mask is not None:
@@ -740,9 +771,17 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
             placeholders = input_ids == self.config.video_token_id
             region = placeholder_region_index(input_ids, self.config.video_token_id, video_mask)
             masked_positions = placeholders & mvm_mask.flatten(1).gather(1, region)
-            predicted = self.mvm_head(hidden_states[masked_positions]).float()
-            target = video_features[mvm_mask].float()
-            mvm_loss = F.l1_loss(predicted, target, reduction="sum") / max(target.numel(), 1)
+            count = mvm_mask.sum() * video_features.shape[-1]
+            if fixed_shapes:
+                # every position's prediction against the features of its region; only masked placeholders count
+                predicted = self.mvm_head(hidden_states).float()
+                target = video_features.flatten(1, 2).gather(1, region.unsqueeze(-1).expand(-1, -1, video_features.shape[-1]))
+                distance = torch.where(masked_positions.unsqueeze(-1), (predicted - target.float()).abs(), 0.0)
+                mvm_loss = distance.sum() / count.clamp(min=1)
+            else:
+                predicted = self.mvm_head(hidden_states[masked_positions]).float()
+                target = video_features[mvm_mask].float()
+                mvm_loss = F.l1_loss(predicted, target, reduction="sum") / count.clamp(min=1)
 
         mvt_logits = None
         if one_cls_per_row and not decoding:
@@ -752,9 +791,10 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
         mvt_loss = None
         if mvt_labels is not None:
             scored = mvt_labels != -100  # -100: a row without a matching target
-            mvt_loss = F.binary_cross_entropy_with_logits(
-                mvt_logits[scored].float(), mvt_labels[scored].float(), reduction="sum"
-            ) / scored.sum().clamp(min=1)
+            per_row = F.binary_cross_entropy_with_logits(
+                mvt_logits.float(), torch.where(scored, mvt_labels, 0).float(), reduction="none"
+            )
+            mvt_loss = torch.where(scored, per_row, 0.0).sum() / scored.sum().clamp(min=1)
 
         return VGDGPT2Output(
             loss=response_loss,

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Every GPU item of issue 20 in ONE call (target: under 8 minutes on a fresh H200 machine), one JSON, a short
+# table printed last.
+#
+#   bash benchmarks/gpu_check.sh                    # on the GPU machine (the device tool: run from the repo root)
+#   bash benchmarks/gpu_check.sh --device cpu       # the same plumbing at tiny sizes on a CPU (a dry run, ~3 min)
+#
+# Sections, each under its own `timeout` so that one slow or broken section cannot lose the others' figures:
+#   0. wheels   if the machine's transformers is older than the one in benchmarks/wheels/ (the GPU machine has 5.17,
+#               the project is tested with 5.25), install every wheel there offline (`pip install --no-index`).
+#   1. train    bench_vgd.py: VGD-GPT2 vs plain GPT-2, gpt2-small, B16 x 1,024, bf16 autocast, eager and compiled
+#               (tokens/s ratios, peak memory, graph breaks: 0 expected since issue 20).
+#   2. decode   bench_vgd.py: beam 5, 20 new tokens, one timed batch of 64 AVSD-shaped prompts, projected to the
+#               1,710-dialogue DSTC7 test set (no static-cache comparison: time).
+#   3. extract  bench_extraction.py --device cuda with r3d_18 and with mvit_v2_s (a larger backbone); needs
+#               torchvision (skipped, with the reason, where it is missing) and PyAV for the test videos.
+#   4. bf16     bf16_stability.py: the demo's synthetic task, 12 x 768 scratch model, lr 5e-4, bf16, for
+#               1,000 steps of the 8-epoch schedule (the diverged H200 runs went NaN by step ~900), every step's
+#               losses / grad norms / activation maxima recorded. Needs `datasets` (run_vgd.py imports it).
+#   5. fsdp     run_vgd.py, 5 steps of the demo under `accelerate launch` with configs/accelerate/fsdp.yaml and 1
+#               process; then DeepSpeed ZeRO-2 (configs/accelerate/deepspeed_zero2.yaml) if deepspeed imports or
+#               installs from benchmarks/wheels. Need `datasets`.
+# Wheels: benchmarks/wheels/ is not in git; fill it on a machine with the registry, for python 3.12, e.g.
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d benchmarks/wheels \
+#       transformers==5.25.0 huggingface_hub==2.4.0 tokenizers==0.23.3 [datasets + pyarrow, pandas, dill, xxhash, multiprocess]
+# and pass it to the device tool with carry=["benchmarks/wheels"] (64 MiB in all: pyarrow + pandas alone are ~55 MiB,
+# so the datasets sections may not fit; they are then skipped with the reason).
+# Output: $OUT (or benchmarks/gpu_check_out) holds each section's JSON / log and gpu_check.json (all of them).
+set -u
+cd "$(dirname "$0")/.."
+DEVICE=cuda
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --device) DEVICE="$2"; shift 2 ;;
+    --device=*) DEVICE="${1#--device=}"; shift ;;
+    --dry-run) DEVICE=cpu; shift ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+PY=${PYTHON:-python}
+RESULTS=${OUT:-benchmarks/gpu_check_out}
+mkdir -p "$RESULTS"
+WHEELS=benchmarks/wheels
+START=$(date +%s)
+export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
+status() { echo "[gpu_check $(( $(date +%s) - START ))s] $*"; }
+# run NAME SECONDS CMD...: a section's output goes to $RESULTS/NAME.log; its exit status to $RESULTS/NAME.rc
+run() {
+  local name=$1 limit=$2; shift 2
+  status "$name (limit ${limit}s): $*"
+  local t0=$(date +%s)
+  timeout -k 10 "$limit" "$@" >"$RESULTS/$name.log" 2>&1
+  local rc=$?
+  echo "$rc $(( $(date +%s) - t0 ))" >"$RESULTS/$name.rc"
+  status "$name: rc=$rc in $(( $(date +%s) - t0 ))s"; tail -n 3 "$RESULTS/$name.log" | sed 's/^/    /'
+}
+
+# ---------------------------------------------------------------- 0. wheels
+if [ "$DEVICE" = cuda ]; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >"$RESULTS/gpu.txt" 2>&1
+fi
+$PY - "$WHEELS" >"$RESULTS/wheels.log" 2>&1 <<'EOF'
+import glob, os, subprocess, sys
+import transformers
+wheels = sorted(glob.glob(os.path.join(sys.argv[1], "*.whl")))
+ours = [w for w in wheels if os.path.basename(w).startswith("transformers-")]
+need = (5, 25)
+have = tuple(int(x) for x in transformers.__version__.split(".")[:2])
+print("transformers", transformers.__version__, "wheels:", [os.path.basename(w) for w in wheels])
+if have < need and ours:
+    # with their dependencies from the same folder / what is installed; failing that, the wheels alone
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--find-links", sys.argv[1], "-q", *wheels])
+    if done.returncode != 0:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "-q", *wheels])
+    import importlib.metadata
+    print("installed transformers", importlib.metadata.version("transformers"))
+elif have < need:
+    print(f"transformers {transformers.__version__} < {need} and no wheel in {sys.argv[1]}: testing with the machine's")
+EOF
+status "wheels: $(tail -n 1 "$RESULTS/wheels.log")"
+
+if [ "$DEVICE" = cuda ]; then
+  TRAIN_ARGS=(--device cuda)
+  DECODE_ARGS=(--device cuda --no_compile --set gen_prompts=64 gen_batch_size=64 gen_static_cache=false gen_cached_repeats=1)
+  EXTRACT_ARGS=(--device cuda --videos 8 --batch_size 32 --num_workers 4)
+  BF16_ARGS=(--n_layer 12 --n_embd 768 --n_head 12 --learning_rate 5e-4 --max_steps 0 --stop_after 1000)
+  RUN_ARGS=(--max_steps 5 --do_train true --demo_n_layer 2 --demo_n_embd 128 --demo_n_head 4 --do_eval false --do_predict false)
+  LIMITS=(200 90 90 150 60)
+else  # the same plumbing at tiny sizes
+  TRAIN_ARGS=(--device cpu --preset tiny --compile)
+  DECODE_ARGS=(--device cpu --preset tiny --no_compile)
+  EXTRACT_ARGS=(--device cpu --videos 1 --frames 16 --height 64 --width 96)
+  BF16_ARGS=(--n_layer 2 --n_embd 64 --n_head 2 --learning_rate 1e-3 --max_steps 0 --stop_after 3 --num_train_epochs 1)
+  RUN_ARGS=(--max_steps 2 --do_train true --demo_n_layer 1 --demo_n_embd 32 --demo_n_head 2 --do_eval false --do_predict false --demo_num_train_dialogs 40)
+  LIMITS=(300 120 120 200 200)
+fi
+
+# ---------------------------------------------------------------- 1. training: eager and compiled vs plain GPT-2
+run train "${LIMITS[0]}" $PY benchmarks/bench_vgd.py "${TRAIN_ARGS[@]}" --skip generate data scoring padding --output_json "$RESULTS/train.json"
+# ---------------------------------------------------------------- 2. beam-5 decoding, projected to the test set
+run decode "${LIMITS[1]}" $PY benchmarks/bench_vgd.py "${DECODE_ARGS[@]}" --skip train data scoring padding --output_json "$RESULTS/decode.json"
+# ---------------------------------------------------------------- 3. feature extraction on the device
+if $PY -c "import torchvision, av" >/dev/null 2>&1; then
+  run extract_r3d_18 "${LIMITS[2]}" $PY benchmarks/bench_extraction.py "${EXTRACT_ARGS[@]}" --backbone r3d_18 --output_json "$RESULTS/extract_r3d_18.json"
+  if [ "$DEVICE" = cuda ]; then
+    run extract_mvit_v2_s "${LIMITS[2]}" $PY benchmarks/bench_extraction.py "${EXTRACT_ARGS[@]}" --backbone mvit_v2_s --output_json "$RESULTS/extract_mvit_v2_s.json"
+  fi
+else
+  echo "skipped: torchvision or av missing ($($PY -c 'import torchvision, av' 2>&1 | tail -n 1))" >"$RESULTS/extract_r3d_18.log"
+  status "extract: $(cat "$RESULTS/extract_r3d_18.log")"
+fi
+# ---------------------------------------------------------------- 4. bf16 stability, 5. FSDP / DeepSpeed
+if $PY -c "import datasets" >/dev/null 2>&1; then
+  run bf16 "${LIMITS[3]}" $PY benchmarks/bf16_stability.py "${BF16_ARGS[@]}" --bf16 --output_dir "$RESULTS/bf16_run" --output_json "$RESULTS/bf16.json"
+  rm -rf "$RESULTS/bf16_run/run"  # the model (not needed; keeps $OUT small); steps.jsonl stays
+  if [ "$DEVICE" = cuda ]; then
+    run fsdp "${LIMITS[4]}" $PY -m accelerate.commands.launch --config_file configs/accelerate/fsdp.yaml --num_processes 1 run_vgd.py "${RUN_ARGS[@]}" --output_dir "$RESULTS/fsdp_run"
+    if ! $PY -c "import deepspeed" >/dev/null 2>&1 && ls "$WHEELS"/deepspeed-*.whl >/dev/null 2>&1; then
+      $PY -m pip install --no-index --find-links "$WHEELS" -q deepspeed >"$RESULTS/deepspeed_install.log" 2>&1
+    fi
+    if $PY -c "import deepspeed" >/dev/null 2>&1; then
+      run deepspeed "${LIMITS[4]}" $PY -m accelerate.commands.launch --config_file configs/accelerate/deepspeed_zero2.yaml --num_processes 1 run_vgd.py "${RUN_ARGS[@]}" --output_dir "$RESULTS/deepspeed_run"
+    else
+      echo "skipped: deepspeed neither imports nor installs from $WHEELS" >"$RESULTS/deepspeed.log"
+    fi
+  else  # no FSDP on a CPU: the plain demo path, to check the arguments
+    run fsdp "${LIMITS[4]}" $PY run_vgd.py "${RUN_ARGS[@]}" --output_dir "$RESULTS/fsdp_run"
+  fi
+  rm -rf "$RESULTS/fsdp_run" "$RESULTS/deepspeed_run"
+else
+  for name in bf16 fsdp deepspeed; do echo "skipped: datasets is not installed (run_vgd.py imports it); carry its wheels in $WHEELS" >"$RESULTS/$name.log"; done
+  status "bf16 / fsdp / deepspeed: skipped, no datasets"
+fi
+
+# ---------------------------------------------------------------- one JSON, a short table last
+$PY benchmarks/gpu_check_report.py "$RESULTS" "$DEVICE" "$(( $(date +%s) - START ))"
