@@ -55,6 +55,17 @@ logger = logging.getLogger(__name__)
 
 
 
+def _as_frames_regions(video_features: torch.Tensor, video_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`video_features` `[B, F, D]` or `[B, F, P, D]` as `[B, F, P, D]`, and its boolean `video_mask` `[B, F, P]`
+    (all True when not given)."""
+    if video_features.ndim == 3:
+        video_features = video_features.unsqueeze(2)
+        video_mask = video_mask.unsqueeze(2) if video_mask is not None and video_mask.ndim == 2 else video_mask
+    if video_mask is None:
+        video_mask = torch.ones(video_features.shape[:3], dtype=torch.bool, device=video_features.device)
+    return video_features, video_mask.bool()
+
+
 @dataclass
 class VGDGPT2Output(ModelOutput):
     """
@@ -539,12 +550,7 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
         if pixel_values_videos is not None:
             video_features, video_mask = self.extract_video_features(pixel_values_videos, video_clip_mask)
         else:
-            if video_features.ndim == 3:
-                video_features = video_features.unsqueeze(2)
-                video_mask = video_mask.unsqueeze(2) if video_mask is not None and video_mask.ndim == 2 else video_mask
-            if video_mask is None:
-                video_mask = torch.ones(video_features.shape[:3], dtype=torch.bool, device=video_features.device)
-            video_mask = video_mask.bool()
+            video_features, video_mask = _as_frames_regions(video_features, video_mask)
             self._check_video_shapes(video_features.new_zeros(video_features.shape[0], 1, dtype=torch.long), video_features, video_mask)
         embeddings = self.embed_video(video_features)
         output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
@@ -687,12 +693,7 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
             past_length = cache.get_seq_length() if cache is not None else 0
             attention_mask = torch.ones(input_ids.shape[0], past_length + input_ids.shape[1], dtype=torch.long, device=input_ids.device)
         if video_features is not None:
-            if video_features.ndim == 3:
-                video_features = video_features.unsqueeze(2)
-                video_mask = video_mask.unsqueeze(2) if video_mask is not None and video_mask.ndim == 2 else video_mask
-            if video_mask is None:
-                video_mask = torch.ones(video_features.shape[:3], dtype=torch.bool, device=video_features.device)
-            video_mask = video_mask.bool()
+            video_features, video_mask = _as_frames_regions(video_features, video_mask)
         if checking:
             self._check_video_shapes(input_ids, video_features, video_mask)
 
