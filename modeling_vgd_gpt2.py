@@ -672,6 +672,9 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
             skip_logits (`bool`, defaults to `False`): with `labels`, compute the LM head only where a loss is taken
                 (the answer positions) and return `logits=None`; the losses are the same. [`VGDTrainer`] sets it
                 in training: the full `[batch, length, vocab]` logits are most of the head's cost and are not used.
+                Inside `torch.compile` / `torch.export` every loss is computed with fixed shapes instead (the LM head on
+                every position, shared by the response and MLM losses; masked reductions for MVM / MVT): no graph
+                break and no host sync, the same losses and gradients.
         """
         if inputs_embeds is not None:
             raise ValueError("VGDGPT2ForDialogue takes input_ids (with <video> placeholders), not inputs_embeds")

@@ -37,16 +37,24 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-PY=${PYTHON:-python}
+PY=${PYTHON:-$(command -v python || command -v python3)}
 RESULTS=${OUT:-benchmarks/gpu_check_out}
 mkdir -p "$RESULTS"
 WHEELS=benchmarks/wheels
+CACHE=${TMPDIR:-/tmp}/gpu_check_cache  # the demo's synthetic data and offline GPT-2, outside $RESULTS
 START=$(date +%s)
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
 status() { echo "[gpu_check $(( $(date +%s) - START ))s] $*"; }
 # run NAME SECONDS CMD...: a section's output goes to $RESULTS/NAME.log; its exit status to $RESULTS/NAME.rc
+# Every section's limit is also cut to what is left of BUDGET seconds (the whole call must fit 8 minutes on the
+# device, its start-up apart); a section with under 20 s left is skipped and says so.
 run() {
   local name=$1 limit=$2; shift 2
+  local left=$(( BUDGET - ($(date +%s) - START) ))
+  if [ "$left" -lt 20 ]; then
+    echo "skipped: no time left in the ${BUDGET}s budget" >"$RESULTS/$name.log"; status "$name: skipped, no time left"; return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
   status "$name (limit ${limit}s): $*"
   local t0=$(date +%s)
   timeout -k 10 "$limit" "$@" >"$RESULTS/$name.log" 2>&1
@@ -84,15 +92,17 @@ if [ "$DEVICE" = cuda ]; then
   DECODE_ARGS=(--device cuda --no_compile --set gen_prompts=64 gen_batch_size=64 gen_static_cache=false gen_cached_repeats=1)
   EXTRACT_ARGS=(--device cuda --videos 8 --batch_size 32 --num_workers 4)
   BF16_ARGS=(--n_layer 12 --n_embd 768 --n_head 12 --learning_rate 5e-4 --max_steps 0 --stop_after 1000)
-  RUN_ARGS=(--max_steps 5 --do_train true --demo_n_layer 2 --demo_n_embd 128 --demo_n_head 4 --do_eval false --do_predict false)
-  LIMITS=(200 90 90 150 60)
+  RUN_ARGS=(--cache_dir "$CACHE" --max_steps 5 --do_train true --demo_n_layer 2 --demo_n_embd 128 --demo_n_head 4 --do_eval false --do_predict false)
+  LIMITS=(190 60 60 150 60)
+  BUDGET=${BUDGET:-465}
 else  # the same plumbing at tiny sizes
   TRAIN_ARGS=(--device cpu --preset tiny --compile)
   DECODE_ARGS=(--device cpu --preset tiny --no_compile)
   EXTRACT_ARGS=(--device cpu --videos 1 --frames 16 --height 64 --width 96)
   BF16_ARGS=(--n_layer 2 --n_embd 64 --n_head 2 --learning_rate 1e-3 --max_steps 0 --stop_after 3 --num_train_epochs 1)
-  RUN_ARGS=(--max_steps 2 --do_train true --demo_n_layer 1 --demo_n_embd 32 --demo_n_head 2 --do_eval false --do_predict false --demo_num_train_dialogs 40)
+  RUN_ARGS=(--cache_dir "$CACHE" --max_steps 2 --do_train true --demo_n_layer 1 --demo_n_embd 32 --demo_n_head 2 --do_eval false --do_predict false --demo_num_train_dialogs 40)
   LIMITS=(300 120 120 200 200)
+  BUDGET=${BUDGET:-900}
 fi
 
 # ---------------------------------------------------------------- 1. training: eager and compiled vs plain GPT-2
@@ -111,7 +121,7 @@ else
 fi
 # ---------------------------------------------------------------- 4. bf16 stability, 5. FSDP / DeepSpeed
 if $PY -c "import datasets" >/dev/null 2>&1; then
-  run bf16 "${LIMITS[3]}" $PY benchmarks/bf16_stability.py "${BF16_ARGS[@]}" --bf16 --output_dir "$RESULTS/bf16_run" --output_json "$RESULTS/bf16.json"
+  run bf16 "${LIMITS[3]}" $PY benchmarks/bf16_stability.py "${BF16_ARGS[@]}" --bf16 --output_dir "$RESULTS/bf16_run" --output_json "$RESULTS/bf16.json" -- --cache_dir "$CACHE"
   rm -rf "$RESULTS/bf16_run/run"  # the model (not needed; keeps $OUT small); steps.jsonl stays
   if [ "$DEVICE" = cuda ]; then
     run fsdp "${LIMITS[4]}" $PY -m accelerate.commands.launch --config_file configs/accelerate/fsdp.yaml --num_processes 1 run_vgd.py "${RUN_ARGS[@]}" --output_dir "$RESULTS/fsdp_run"
