@@ -153,7 +153,8 @@ def test_a_killed_save_leaves_the_previous_checkpoint_resumable(tiny_gpt2_dir, t
     monkeypatch.setattr(VGDTrainer, "_save_rng_state", killed)
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
-    assert (tmp_path / "tmp-checkpoint-4" / "model.safetensors").exists() and not (tmp_path / "checkpoint-4").exists()
+    # the Trainer's own save went into the staging folder tmp-checkpoint-4/checkpoint-4 and was never renamed
+    assert (tmp_path / "tmp-checkpoint-4" / "checkpoint-4" / "model.safetensors").exists() and not (tmp_path / "checkpoint-4").exists()
     monkeypatch.setattr(VGDTrainer, "_save_rng_state", original)
     resumed = make_trainer(tiny_gpt2_dir, tmp_path, max_steps=4)
     assert resumed.last_complete_checkpoint() == str(tmp_path / "checkpoint-2")
