@@ -157,6 +157,7 @@ class VideoGroundedDialoguePipeline(Pipeline):
             raise ValueError(
                 f"expected keywords / a dict with {', '.join(INPUT_KEYS)} or a list of chat messages, got {type(inputs).__name__}"
             )
+        self._check_video_given(example, from_messages=hasattr(inputs, "messages"))
         stats = self.processor.truncation_stats
         dropped_before = stats.history_turns_dropped
         model_inputs = dict(call_processor(self.processor, [example], return_tensors="pt"))
@@ -167,6 +168,20 @@ class VideoGroundedDialoguePipeline(Pipeline):
                 len(example.get("history") or []), dropped,
             )
         return model_inputs
+
+    @staticmethod
+    def _check_video_given(example: dict, from_messages: bool) -> None:
+        """A video-grounded model answering without a video answers blind: an input without a video is refused,
+        unless `video=None` is passed on purpose (a text-only answer, with a warning)."""
+        if example.get("video") is not None:
+            return
+        if from_messages or "video" not in example:
+            where = "the conversation carries no video" if from_messages else "no video given"
+            raise ValueError(
+                f"{where}: a video-grounded model would answer blind. Pass video=... (a video file, frames or "
+                "features), or video=None explicitly for a text-only answer"
+            )
+        logger.warning("answering without a video (video=None): the answer is not grounded in any video")
 
     def _forward(self, model_inputs, generate_kwargs=None, return_video_relevance=False, relevance_method="attention"):
         model_inputs = {key: value for key, value in model_inputs.items() if key != "labels"}

@@ -36,6 +36,7 @@ import transformers
 from transformers import AutoConfig, HfArgumentParser, set_seed
 
 from avsd_dataset.collator import DataCollatorForVGD
+from hub_access_vgd import ModelSourceError, check_model_source
 from avsd_dataset.demo import (
     DEMO_OUTPUT_DIR,
     DEMO_TRAINING_DEFAULTS,
@@ -62,7 +63,7 @@ from modeling_vgd_gpt2 import VGDGPT2ForDialogue
 from processing_vgd import VGDProcessor
 from vgd_training import TrainingDivergedError, VGDTrainer, VGDTrainingArguments, avsd_caption_metrics
 from vgd_training.checkpointing import check_output_dir_writable, write_json_atomic
-from vgd_training.output_folder import bytes_needed_on_disk, prepare_output_dir, release_output_dirs, report_outputs
+from vgd_training.output_folder import bytes_needed_on_disk, prepare_output_dir, release_output_dirs, replace_earlier_results, report_outputs
 from vgd_training.signals import StopOnSignalCallback
 from vgd_training.process import (
     apply_total_train_batch_size,
@@ -321,6 +322,10 @@ def _main(argv: list[str], progress: dict):
     apply_total_train_batch_size(training_args)
 
     main_process = training_args.process_index == 0
+    if model_args.model_name_or_path is not None:
+        # a local folder, a cached or reachable Hub id: checked with one request before the output folder is touched
+        # (an unreachable Hub is said in one line, not after minutes of retries)
+        check_model_source(model_args.model_name_or_path)
     run_id = None
     with training_args.main_process_first(desc="output folder"):
         if main_process:
@@ -433,6 +438,10 @@ def _main(argv: list[str], progress: dict):
         if trainer.is_world_process_zero():
             trainer.create_model_card(dataset=description)
 
+    if main_process:
+        # an evaluation-only run into a folder it replaces: the earlier results go before the new ones are written
+        # (a training run replaced them when it saved its model)
+        replace_earlier_results(training_args.output_dir)
     try:
         # ------------------------------------------------------------------ evaluate
         if training_args.do_eval and eval_dataset is not None:
@@ -493,4 +502,8 @@ def _main(argv: list[str], progress: dict):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ModelSourceError as error:  # one line, no traceback: the model named cannot be had
+        print(f"run_vgd.py: error: {error}", file=sys.stderr)
+        sys.exit(2)

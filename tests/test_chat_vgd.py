@@ -274,7 +274,7 @@ def test_rollout_equals_attention_for_one_layer(tmp_path, videos):
 
 
 def test_relevance_of_an_example_without_video_is_none(chat):
-    assert chat(question="what is on the table ?", return_video_relevance=True, max_new_tokens=2)["video_relevance"] is None
+    assert chat(video=None, question="what is on the table ?", return_video_relevance=True, max_new_tokens=2)["video_relevance"] is None
 
 
 def test_plot_helper_writes_a_png(tmp_path):
@@ -380,3 +380,27 @@ def test_default_data_dir_finds_the_demo_cache_beside_the_model(tmp_path):
     assert os.path.realpath(found) == str((tmp_path / "demo-cache" / "data-bbb").resolve())
     (model / "data").mkdir()
     assert default_data_dir(str(model)) == str(model / "data")
+
+
+def test_no_video_is_an_error_and_video_none_a_warned_text_only_answer(chat, videos, caplog):
+    """Issue 22, item 5: a video-grounded model answering blind must at least say so."""
+    with pytest.raises(ValueError, match=r"no video given: a video-grounded model would answer blind\. Pass video=\.\.\."):
+        chat(question="what does he do ?", caption="a man")
+    with pytest.raises(ValueError, match=r"the conversation carries no video"):
+        chat([{"role": "user", "content": [{"type": "text", "text": "what does he do ?"}]}])
+    import logging
+
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    pipeline_logger = logging.getLogger(type(chat).__module__)  # loaded as remote code: under transformers_modules
+    level = pipeline_logger.level
+    pipeline_logger.addHandler(handler)
+    pipeline_logger.setLevel(logging.WARNING)  # another test may have quietened it
+    try:
+        out = chat(video=None, question="what does he do ?", caption="a man", max_new_tokens=3)
+    finally:
+        pipeline_logger.removeHandler(handler)
+        pipeline_logger.setLevel(level)
+    assert isinstance(out["answer"], str)
+    assert any("answering without a video (video=None)" in record.getMessage() for record in records)

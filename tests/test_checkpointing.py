@@ -169,3 +169,43 @@ def test_no_complete_checkpoint_is_a_clear_error(tiny_gpt2_dir, straight_run, tm
     trainer = make_trainer(tiny_gpt2_dir, tmp_path, max_steps=4, run_id="run-b")
     with pytest.raises(ValueError, match=r"no complete checkpoint of this run .*checkpoint-2: it belongs to another run \(run-a"):
         trainer.train(resume_from_checkpoint="last")
+
+
+def test_losses_logged_after_a_ctrl_c_mid_accumulation_window_equal_the_uninterrupted_run(tiny_gpt2_dir, tmp_path, monkeypatch):
+    """Issue 22, item 6: Ctrl-C in the second micro-batch of step 6 (logging every 4 steps), the emergency checkpoint
+    of step 5, then a resume: the losses logged at steps 8 and 12 are those of the uninterrupted run (the rescue
+    state carries the logging window's loss accumulators, not only the weights)."""
+
+    def logging_trainer(output_dir):
+        trainer = make_trainer(tiny_gpt2_dir, output_dir, max_steps=12, save_steps=100)
+        trainer.args.logging_steps = 4
+        return trainer
+
+    straight = logging_trainer(tmp_path / "straight")
+    straight.train()
+    interrupted = logging_trainer(tmp_path / "interrupted")
+    calls = []
+    original = VGDTrainer.training_step
+
+    def training_step(self, *args, **kwargs):
+        calls.append(self.state.global_step)
+        if len(calls) == 2 * 5 + 2:  # step 6's second micro-batch: its first one is already in the loss sum
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(VGDTrainer, "training_step", training_step)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.train()
+    assert interrupted.state.global_step == 5
+    where = interrupted.save_emergency_checkpoint()
+    monkeypatch.setattr(VGDTrainer, "training_step", original)
+    assert where.endswith("checkpoint-5")
+    resumed = logging_trainer(tmp_path / "interrupted")
+    resumed.train(resume_from_checkpoint="last")
+    for (name, a), b in zip(straight.model.named_parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b), name
+    keys = ("step", "loss", "response_loss", "mlm_loss", "mvm_loss", "mvt_loss")
+    expected = [{k: log[k] for k in keys} for log in train_logs(straight) if log["step"] > 5]
+    got = [{k: log[k] for k in keys} for log in train_logs(resumed) if log["step"] > 5]
+    assert [log["step"] for log in got] == [8, 12]
+    assert got == expected

@@ -215,3 +215,46 @@ def test_run_vgd_resumed_after_a_kill_ends_bit_identical(tmp_path, monkeypatch):
     logs = [json.loads((tmp_path / name / "trainer_state.json").read_text())["log_history"] for name in ("straight", "killed")]
     keys = ("step", "loss", "response_loss", "mlm_loss", "mvm_loss", "mvt_loss", "grad_norm")
     assert [[{k: log[k] for k in keys} for log in history if "loss" in log] for history in logs] == [[{k: log[k] for k in keys} for log in logs[0] if "loss" in log]] * 2
+
+
+def test_a_failing_demo_run_leaves_the_earlier_demo_model_in_place(tmp_path, monkeypatch):
+    """Issue 22, item 7: the earlier demo model is replaced only once the new run has a model to put in its place
+    (written beside, then swapped), never at start-up; a run that fails while loading its model changes nothing."""
+    monkeypatch.chdir(tmp_path)
+    run_vgd.main(TINY + ["--max_steps", "1"])
+    smoke = tmp_path / "outputs" / "smoke"
+    before = {name: (smoke / name).read_bytes() for name in os.listdir(smoke) if (smoke / name).is_file()}
+    assert {"config.json", "model.safetensors", "_run_vgd.json"} <= set(before)
+    broken = tmp_path / "not-a-gpt2"
+    broken.mkdir()  # a local folder without a model: fails when loaded, after the output folder was claimed
+    with pytest.raises(Exception):
+        run_vgd.main(TINY + ["--max_steps", "1", "--model_name_or_path", str(broken)])
+    after = {name: (smoke / name).read_bytes() for name in os.listdir(smoke) if (smoke / name).is_file()}
+    assert after == before  # same files, same bytes, the earlier run's claim included
+    from modeling_vgd_gpt2 import VGDGPT2ForDialogue
+
+    VGDGPT2ForDialogue.from_pretrained(str(smoke))  # the chat can still load it
+    run_vgd.main(TINY + ["--max_steps", "2"])  # a run that trains replaces it
+    assert json.loads((smoke / "_run_vgd.json").read_text())["run_id"] != json.loads(before["_run_vgd.json"])["run_id"]
+    assert json.loads((smoke / "trainer_state.json").read_text())["global_step"] == 2
+    assert not [name for name in os.listdir(smoke) if name.startswith("tmp-")]  # no staging folder left
+
+
+def test_an_overwritten_folder_keeps_its_checkpoints_until_the_new_run_saves_one(tmp_path):
+    output_dir = tmp_path / "out"
+    run_vgd.main(TINY + ["--max_steps", "2", "--save_strategy", "steps", "--save_steps", "2", "--output_dir", str(output_dir)])
+    assert (output_dir / "checkpoint-2").is_dir()
+    seen = []
+    original = VGDTrainer._save_checkpoint
+
+    def save_checkpoint(self, model, trial):
+        seen.append(sorted(os.listdir(output_dir)))
+        return original(self, model, trial)
+
+    VGDTrainer._save_checkpoint = save_checkpoint
+    try:
+        run_vgd.main(TINY + ["--max_steps", "1", "--save_strategy", "steps", "--save_steps", "1", "--output_dir", str(output_dir), "--overwrite_output_dir"])
+    finally:
+        VGDTrainer._save_checkpoint = original
+    assert "checkpoint-2" in seen[0] and "model.safetensors" in seen[0]  # the earlier run's results were there until then
+    assert not (output_dir / "checkpoint-2").exists() and (output_dir / "checkpoint-1").is_dir()

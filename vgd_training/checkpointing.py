@@ -244,6 +244,18 @@ def fix_file_modes(folder: str) -> None:
 # ---------------------------------------------------------------------------------------------- the Trainer mixin
 
 
+def _replacement_pending(folder: str) -> bool:
+    from .output_folder import replacement_pending
+
+    return replacement_pending(folder)
+
+
+def _replace_earlier_results(folder: str, keep: tuple[str, ...] = ()) -> None:
+    from .output_folder import replace_earlier_results
+
+    replace_earlier_results(folder, keep=keep)
+
+
 class AtomicCheckpointMixin:
     """Checkpoints that are complete or absent, resumable by name, and a rescue path after a failure; a base of
     `VGDTrainer` (before `transformers.Trainer`).
@@ -308,6 +320,8 @@ class AtomicCheckpointMixin:
             )
             fix_file_modes(staged)
             fsync_tree(staged)
+            # this run has a model now: an earlier run's results that it replaces go (written beside, then swapped)
+            _replace_earlier_results(run_dir, keep=(os.path.basename(staging_root),))
             replaced = None
             if os.path.isdir(final_dir):  # an older save of the same step (e.g. before a resume): moved aside first
                 replaced = os.path.join(run_dir, f"{STAGING_PREFIX}replaced-{name}")
@@ -359,8 +373,28 @@ class AtomicCheckpointMixin:
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """`Trainer.save_model`, then every file gets the usual mode (safetensors writes the weights 0600)."""
-        super().save_model(output_dir, _internal_call=_internal_call)
         folder = output_dir or self.args.output_dir
+        if self.args.should_save and _replacement_pending(folder):
+            # the folder still holds an earlier run's results that this run replaces: the model is written beside
+            # them (tmp-model/), then they are removed and the new files renamed into place
+            staging = os.path.join(folder, STAGING_PREFIX + "model")
+            if os.path.isdir(staging):
+                shutil.rmtree(staging)
+            super().save_model(staging, _internal_call=True)
+            fix_file_modes(staging)
+            fsync_tree(staging)
+            _replace_earlier_results(folder, keep=(os.path.basename(staging),))
+            for name in os.listdir(staging):
+                target = os.path.join(folder, name)
+                if os.path.isdir(target) and not os.path.islink(target):
+                    shutil.rmtree(target)
+                os.replace(os.path.join(staging, name), target)
+            os.rmdir(staging)
+            fsync_dir(folder)
+            if self.args.push_to_hub and not _internal_call:
+                self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+            return
+        super().save_model(output_dir, _internal_call=_internal_call)
         if self.args.should_save and os.path.isdir(folder):
             fix_file_modes(folder)
 

@@ -3,7 +3,9 @@
 What shapes training besides the weights and the optimizer is saved and restored: the order of the training batches
 (`EpochSeededLengthGroupedSampler`, a function of seed and epoch only), the data collator's random generator (MLM /
 MVM masks, MVT negatives; recorded per batch by `CollatorStateRecorder`, since the data loader prefetches) and the
-torch / numpy / python RNG states at the start of the step that a checkpoint taken after a failure must replay.
+torch / numpy / python RNG states at the start of the step that a checkpoint taken after a failure must replay, and
+the loss summed since the last log (the Trainer's `_tr_loss` and the per-objective sums), so that a run resumed
+inside a logging window (e.g. after Ctrl-C mid accumulation window) logs the same losses as the uninterrupted run.
 [`ExactResumeMixin`] is a base of `VGDTrainer`, before [`AtomicCheckpointMixin`], which stores this state in
 `vgd_state.json`.
 """
@@ -75,18 +77,61 @@ class ExactResumeMixin:
         super().__init__(*args, **kwargs)
         self._collator_states: deque = deque()
         self._step_start = None
+        self._pending_logging_state = None
 
     def train(self, *args, **kwargs):
         self._step_start = None
         return super().train(*args, **kwargs)
 
     def extra_checkpoint_state(self) -> dict:
-        return {**super().extra_checkpoint_state(), "collator": self.collator_state_for_resume()}
+        return {**super().extra_checkpoint_state(), "collator": self.collator_state_for_resume(), "logging": self.logging_state_for_resume()}
 
     def load_extra_checkpoint_state(self, info: dict) -> None:
         super().load_extra_checkpoint_state(info)
         if info.get("collator") is not None and hasattr(self.data_collator, "load_state_dict"):
             self.data_collator.load_state_dict(info["collator"])
+        # the loss accumulated since the last log: put back at the first step of the resumed run (the Trainer
+        # zeroes its accumulators when training starts)
+        self._pending_logging_state = info.get("logging")
+
+    # ------------------------------------------------------------------ the logging window's loss accumulators
+
+    def _loss_accumulators(self) -> dict:
+        """The Trainer's loss summed since the last log (`_tr_loss`, on the device: no sync), the step of that log,
+        and the per-objective sums of `VGDTrainer` (if any)."""
+        sums = getattr(self, "_objective_loss_sums", None)
+        tr_loss = getattr(self, "_tr_loss", None)
+        return {
+            "tr_loss": None if tr_loss is None else tr_loss.detach().clone(),
+            "globalstep_last_logged": getattr(self, "_globalstep_last_logged", None),
+            "objective_loss_sums": None if sums is None else sums.detach().clone(),
+            "objective_steps_last_logged": getattr(self, "_objective_steps_last_logged", None),
+        }
+
+    def logging_state_for_resume(self) -> dict:
+        """The loss accumulators after the last completed optimizer step, JSON-ready (a checkpoint taken after a
+        failure inside a step, e.g. Ctrl-C mid accumulation window, holds those of the step's start): a resumed run
+        logs the same losses as the uninterrupted one."""
+        state = self._step_start["logging"] if self._inside_a_step() else self._loss_accumulators()
+        return {
+            "tr_loss": None if state["tr_loss"] is None else float(state["tr_loss"].item()),
+            "globalstep_last_logged": state["globalstep_last_logged"],
+            "objective_loss_sums": None if state["objective_loss_sums"] is None else [float(v) for v in state["objective_loss_sums"].tolist()],
+            "objective_steps_last_logged": state["objective_steps_last_logged"],
+        }
+
+    def _restore_logging_state(self) -> None:
+        state, self._pending_logging_state = getattr(self, "_pending_logging_state", None), None
+        if not state:
+            return
+        if state.get("tr_loss") is not None and hasattr(self, "_tr_loss"):
+            self._tr_loss = torch.tensor(state["tr_loss"], dtype=self._tr_loss.dtype, device=self._tr_loss.device)
+        if state.get("globalstep_last_logged") is not None:
+            self._globalstep_last_logged = int(state["globalstep_last_logged"])
+        if state.get("objective_loss_sums") is not None:
+            self._objective_loss_sums = torch.tensor(state["objective_loss_sums"], dtype=torch.float64, device=self.args.device)
+        if state.get("objective_steps_last_logged") is not None:
+            self._objective_steps_last_logged = int(state["objective_steps_last_logged"])
 
     # Private hook: `Trainer` builds the training sampler here and has no public argument for a custom sampler.
     # (Signature checked by tests/test_trainer_hooks.py.)
@@ -116,9 +161,13 @@ class ExactResumeMixin:
         return fresh
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
-        # the random states at the start of this optimizer step: what a checkpoint taken before the step completes
-        # (after a failure inside it) must hold to replay it exactly
-        self._step_start = {"global_step": self.state.global_step, "collator": self._next_collator_state(), "rng": capture_rng_states()}
+        self._restore_logging_state()  # first step after a resume: the logging window goes on where it was
+        # the random states and loss accumulators at the start of this optimizer step: what a checkpoint taken before
+        # the step completes (after a failure inside it) must hold to replay it exactly
+        self._step_start = {
+            "global_step": self.state.global_step, "collator": self._next_collator_state(), "rng": capture_rng_states(),
+            "logging": self._loss_accumulators(),
+        }
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
         for _ in range(min(len(batch_samples), len(self._collator_states))):
             self._collator_states.popleft()

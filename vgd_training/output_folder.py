@@ -45,6 +45,10 @@ class OutputFolderLock:
         self.fd: int | None = None
         self.created_folder = False
         self.wrote_run_info = False  # this run wrote the folder's _run_vgd.json (a new claim)
+        # an earlier run's results that this run replaces, removed only once it saves a model of its own
+        # (`replace_earlier_results`), and the claim written then
+        self.replace_later: list[str] = []
+        self.claim: dict | None = None
 
     def acquire(self) -> "OutputFolderLock":
         self.created_folder = not os.path.isdir(self.folder)
@@ -147,9 +151,11 @@ def release_output_dirs(failed_before_training: bool = False) -> None:
 def prepare_output_dir(training_args, model_name_or_path: str | None, demo: bool, demo_dirs: tuple[str, ...] = (), argv: list[str] | None = None) -> str | None:
     """Claim the output folder for this run (main process) and return the run id.
 
-    A folder that holds another run's results is refused, unless `--overwrite_output_dir` (its results are deleted),
+    A folder that holds another run's results is refused, unless `--overwrite_output_dir` (its results are replaced),
     `--resume_from_checkpoint` (the run continues: same run id), a demo run replaces an earlier demo run in the demo's
-    own folders (`demo_dirs`: outputs/demo, outputs/smoke), or the run only evaluates the model saved in that folder."""
+    own folders (`demo_dirs`: outputs/demo, outputs/smoke), or the run only evaluates the model saved in that folder.
+    Replaced results are not touched here: they stay until this run saves a model (`replace_earlier_results`), so a
+    run that fails before (no network, a typo) leaves the earlier model and its claim as they were."""
     output_dir = training_args.output_dir
     lock = lock_output_dir(output_dir)  # held until the run ends: a second run into this folder is refused
     previous = read_run_info(output_dir)
@@ -168,8 +174,7 @@ def prepare_output_dir(training_args, model_name_or_path: str | None, demo: bool
                     f"output folder {output_dir} holds the results of run {(previous or {}).get('run_id')} ({shown}). "
                     "Pass --overwrite_output_dir to replace them, or choose another --output_dir."
                 )
-            logger.info("Replacing the results of the earlier run in %s: %s", output_dir, ", ".join(found))
-            remove_results(output_dir, found)
+            _replace_later(lock, found, "")
             previous = None
     if resume:
         return (previous or {}).get("run_id")  # None: the run of the checkpoint resumed from
@@ -184,16 +189,46 @@ def prepare_output_dir(training_args, model_name_or_path: str | None, demo: bool
                 "to replace them, --resume_from_checkpoint last to continue that run from its newest checkpoint, or "
                 "choose another --output_dir."
             )
-        logger.info("Replacing the results of the earlier %srun in %s: %s", "demo " if replaceable_demo else "", output_dir, ", ".join(found))
-        remove_results(output_dir, found)
+        _replace_later(lock, found, "demo " if replaceable_demo else "")
     run_id = new_run_id()
     check_output_dir_writable(output_dir, needed_bytes=0)  # room for the model is checked once it is built
-    write_json_atomic(
-        os.path.join(output_dir, RUN_INFO_NAME),
-        {"run_id": run_id, "demo": demo, "command": sys.argv[:1] + list(argv or [])},
-    )
-    lock.wrote_run_info = True
+    claim = {"run_id": run_id, "demo": demo, "command": sys.argv[:1] + list(argv or [])}
+    if lock.replace_later:
+        lock.claim = claim  # the earlier run's claim stays with its results until they are replaced
+    else:
+        write_json_atomic(os.path.join(output_dir, RUN_INFO_NAME), claim)
+        lock.wrote_run_info = True
     return run_id
+
+
+def _replace_later(lock: OutputFolderLock, found: list[str], kind: str) -> None:
+    lock.replace_later = list(found)
+    logger.info(
+        "The results of the earlier %srun in %s (%s) stay until this run has a model to put in their place",
+        kind, lock.folder, ", ".join(found),
+    )
+
+
+def replacement_pending(folder: str) -> bool:
+    """True while `folder` (locked by this process) still holds an earlier run's results that this run replaces."""
+    lock = _HELD.get(os.path.abspath(folder))
+    return lock is not None and bool(lock.replace_later or lock.claim)
+
+
+def replace_earlier_results(folder: str, keep: tuple[str, ...] = ()) -> None:
+    """Remove the earlier run's results from `folder` (except the names in `keep`: what this run has just staged
+    there) and write this run's claim. Called when this run has a model to put in their place: its first checkpoint
+    or its final model, written beside them first. Does nothing when nothing is pending (or on another process)."""
+    lock = _HELD.get(os.path.abspath(folder))
+    if lock is None or not (lock.replace_later or lock.claim):
+        return
+    names, lock.replace_later = [name for name in lock.replace_later if name not in keep], []
+    if names:
+        logger.info("Replacing the results of the earlier run in %s: %s", folder, ", ".join(names))
+        remove_results(folder, names)
+    if lock.claim is not None:
+        write_json_atomic(os.path.join(folder, RUN_INFO_NAME), lock.claim)
+        lock.wrote_run_info, lock.claim = True, None
 
 
 def bytes_needed_on_disk(model, training_args) -> int:
