@@ -36,7 +36,7 @@ import transformers
 from transformers import AutoConfig, HfArgumentParser, set_seed
 
 from avsd_dataset.collator import DataCollatorForVGD
-from hub_access_vgd import ModelSourceError, check_model_source
+from vgd_training.hub_access import ModelSourceError, check_model_source
 from avsd_dataset.demo import (
     DEMO_OUTPUT_DIR,
     DEMO_TRAINING_DEFAULTS,

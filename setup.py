@@ -18,7 +18,7 @@ setup(
     py_modules=[
         "configuration_vgd_gpt2", "modeling_vgd_gpt2", "processing_vgd", "feature_extraction_vgd", "video_processing_vgd",
         "video_backbone_vgd", "chat_template_vgd", "pipeline_vgd", "run_vgd",
-        "trainer_vgd", "data_collator_vgd", "checkpointing_vgd", "chat_vgd", "app_vgd", "visualization_vgd", "hub_access_vgd",
+        "trainer_vgd", "data_collator_vgd", "checkpointing_vgd", "chat_vgd", "app_vgd", "visualization_vgd",
     ],
     packages=find_packages(include=["avsd_dataset", "avsd_dataset.*", "vgd_training", "vgd_training.*", "vgd_apps", "vgd_apps.*"]),
     package_data={"avsd_dataset": ["*.txt"]},

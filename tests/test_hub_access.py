@@ -10,8 +10,8 @@ import time
 import pytest
 from huggingface_hub import constants
 
-import hub_access_vgd
-from hub_access_vgd import ModelSourceError, check_model_source
+import vgd_training.hub_access as hub_access_vgd
+from vgd_training.hub_access import ModelSourceError, check_model_source
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: connection refused at once

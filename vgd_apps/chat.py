@@ -218,7 +218,7 @@ def load_chat_pipeline(model: str):
     folder is missing."""
     from transformers import pipeline
 
-    from hub_access_vgd import check_model_source
+    from vgd_training.hub_access import check_model_source
 
     if model == DEMO_MODEL_DIR and not os.path.exists(model):
         raise FileNotFoundError(f"no model at {model}: train the demo with `python run_vgd.py` or pass --model PATH_OR_HUB_ID")
