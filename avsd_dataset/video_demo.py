@@ -71,8 +71,10 @@ class VideoDemoArguments:
     backbone: str = field(default="r3d_18", metadata={"help": "Backbone of avsd_dataset.extract_features (r3d_18, r2plus1d_18, mc3_18, s3d, ...)."})
     weights: str | None = field(default=None, metadata={"help": "Pretrained weights (e.g. KINETICS400_V1; downloaded by torchvision). Default: random init."})
     backbone_seed: int = field(default=0, metadata={"help": "Seed of the random-init backbone (recorded in the model's config)."})
-    crop_size: int | None = field(default=32, metadata={"help": "Center crop of the backbone input (the frames are resized to --resize_size first)."})
-    resize_size: int | None = field(default=32, metadata={"help": "Shorter side before cropping (= --crop_size: the whole square frame is seen)."})
+    crop_size: int | None = field(default=24, metadata={"help": "Center crop of the backbone input (the frames are resized to --resize_size first)."})
+    resize_size: int | None = field(default=24, metadata={"help": "Shorter side before cropping (= --crop_size: the whole square frame is seen)."})
+    clip_length: int = field(default=8, metadata={"help": "Frames per clip (one feature frame each)."})
+    sample_fps: float | None = field(default=4, metadata={"help": "Resample the videos to this rate before cutting clips (the 8-fps videos at 4 fps: 8 frames per action)."})
     layer: str | None = field(default="layer3", metadata={"help": "Feature map taken (3D ResNets: layer2 / layer3 / layer4)."})
     extract_batch_size: int = field(default=16, metadata={"help": "Clips per backbone call."})
     extract_workers: int = field(default=1, metadata={"help": "Decoding processes of the extraction (0: in this process)."})
@@ -141,7 +143,7 @@ def paths(args: VideoDemoArguments) -> dict[str, str]:
     }
     backbone_settings = {
         "backbone": args.backbone, "weights": args.weights, "seed": args.backbone_seed if args.weights is None else None,
-        "crop": args.crop_size, "resize": args.resize_size, "layer": args.layer,
+        "crop": args.crop_size, "resize": args.resize_size, "layer": args.layer, "clip": args.clip_length, "fps": args.sample_fps,
     }
     gpt2_settings = {"data": data_settings, "n_layer": args.n_layer, "n_embd": args.n_embd, "n_head": args.n_head, "vocab": args.vocab_size}
     data_dir = os.path.join(args.cache_dir, f"data-{_hash(data_settings)}")
@@ -157,9 +159,9 @@ def extract_arguments(args: VideoDemoArguments) -> list[str]:
     """The `avsd_dataset.extract_features` options of this run (after VIDEO_DIR FEATURE_DIR)."""
     options = ["--backbone", args.backbone, "--batch_size", str(args.extract_batch_size), "--num_workers", str(args.extract_workers)]
     options += ["--threads", str(args.extract_threads)] if args.extract_threads else []
-    for name in ("crop_size", "resize_size", "layer"):
+    for name, option in (("crop_size", "crop_size"), ("resize_size", "resize_size"), ("layer", "layer"), ("clip_length", "clip_length"), ("sample_fps", "fps")):
         if getattr(args, name) is not None:
-            options += [f"--{name}", str(getattr(args, name))]
+            options += [f"--{option}", str(getattr(args, name))]
     if args.weights is None:
         options += ["--random_init", "--seed", str(args.backbone_seed)]
     else:
@@ -248,7 +250,7 @@ def stage_train(args, where, model_path):
         with open(record, encoding="utf-8") as f:
             previous = json.load(f)
         if previous.get("argv") == argv:
-            return {"metrics": previous["metrics"], "_note": f"reused {args.output_dir}"}
+            return {"metrics": previous["metrics"], "trained": False, "_note": f"reused {args.output_dir}"}
     import run_vgd
 
     print("python run_vgd.py " + " ".join(argv), flush=True)
@@ -256,7 +258,7 @@ def stage_train(args, where, model_path):
     from vgd_training.checkpointing import write_json_atomic
 
     write_json_atomic(record, {"argv": argv, "metrics": metrics, "settings": asdict(args)})
-    return {"metrics": metrics, "_note": f"trained and decoded -> {args.output_dir}"}
+    return {"metrics": metrics, "trained": True, "_note": f"trained and decoded -> {args.output_dir}"}
 
 
 def first_test_dialogue(data_dir: str) -> dict[str, Any]:
@@ -326,10 +328,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     timer = StageTimer()
     timer.run("1 data", stage_data, args, where)
     videos = timer.run("2 render .mp4", stage_render, args, where)
-    timer.run("3 extract train+valid", stage_extract, args, where, videos["video_dir"], "train")
-    timer.run("4 extract test", stage_extract, args, where, videos["test_video_dir"], "test")
+    extracted = {
+        "train": timer.run("3 extract train+valid", stage_extract, args, where, videos["video_dir"], "train"),
+        "test": timer.run("4 extract test", stage_extract, args, where, videos["test_video_dir"], "test"),
+    }
     model_path = timer.run("5 tokenizer + GPT-2", stage_gpt2, args, where)["path"]
-    metrics = timer.run("6 train + decode", stage_train, args, where, model_path)["metrics"]
+    trained = timer.run("6 train + decode", stage_train, args, where, model_path)
+    metrics = trained["metrics"]
     answer = timer.run("7 answer from a .mp4", stage_answer, args, where)
 
     print_table(metrics)
@@ -339,7 +344,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"\nChat about a test video:  python -m vgd_apps.chat --model {args.output_dir} --data_dir {where['data_dir']} --video {answer['video']}")
     print(f"The page:                 python -m vgd_apps.web --model {args.output_dir} --data_dir {where['data_dir']}", flush=True)
     result = {
-        "metrics": metrics, "answer": answer, "paths": where, "backbone": backbone,
+        "metrics": metrics, "answer": answer, "paths": where, "backbone": backbone, "trained": trained["trained"],
+        "rendered": {"rendered": videos["rendered"], "existing": videos["existing"]}, "extracted": extracted,
         "stages": [{"stage": name, "wall_s": wall, "cpu_s": cpu, "note": note} for name, wall, cpu, note in timer.stages],
     }
     from vgd_training.checkpointing import write_json_atomic
