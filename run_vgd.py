@@ -144,6 +144,11 @@ class DataArguments:
                   "budget; counted and logged) instead of refusing the data before training."},
     )
     cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder."})
+    synthetic_answer_accuracy: bool = field(
+        default=False,
+        metadata={"help": "--data_dir is a synthetic task (avsd_dataset.synthetic): score the test answers against its ground "
+                  "truth as the demo does (accuracy with the videos, shuffled videos, chance; also per question type)."},
+    )
 
     def __post_init__(self):
         unknown = [name.strip() for name in self.caption_fields.split(",") if name.strip() and name.strip() not in CAPTION_FIELDS]
@@ -467,14 +472,15 @@ def _main(argv: list[str], progress: dict):
 
                     references = [list(refs) for refs in splits["test"]["references"]]
                     all_metrics.update(avsd_caption_metrics([filter_stopwords(text) for text in predictions], references))
-            if demo:
+            if demo or data_args.synthetic_answer_accuracy:
                 all_metrics.update(
-                    evaluate_demo_answers(trainer, predictions, data_args.data_dir, splits["test"], stores["test"], processor, caption_fields, training_args.seed)
+                    evaluate_demo_answers(trainer, predictions, data_args.data_dir, splits["test"], stores["test"], processor, caption_fields,
+                                          training_args.seed, per_type=data_args.synthetic_answer_accuracy)
                 )
             if trainer.is_world_process_zero():
                 written["test metrics"] = os.path.join(training_args.output_dir, "metrics.json")
                 write_json_atomic(written["test metrics"], all_metrics)
-                if demo:
+                if demo or data_args.synthetic_answer_accuracy:
                     print_demo_table(all_metrics, f"test metrics ({len(predictions)} turns)")
                 else:
                     trainer.log_metrics("test", all_metrics)

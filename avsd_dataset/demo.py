@@ -76,18 +76,28 @@ class DemoArguments:
     demo_seed: int = field(default=0, metadata={"help": "Seed of the synthetic dataset (demo)."})
 
 
-def evaluate_demo_answers(trainer, predictions: list[str], data_dir: str, test_split, test_store, processor, caption_fields, seed: int) -> dict[str, float]:
+def evaluate_demo_answers(
+    trainer, predictions: list[str], data_dir: str, test_split, test_store, processor, caption_fields, seed: int, per_type: bool = False
+) -> dict[str, float]:
     """Answer accuracy of the decoded test `predictions` against the synthetic ground truth, the same with every
-    dialogue given another dialogue's video (decoded here: the control for grounding), and chance."""
+    dialogue given another dialogue's video (decoded here: the control for grounding), and chance. `per_type`: also
+    `answer_accuracy/<question type>`, `answer_accuracy_shuffled_video/<type>` and `answer_accuracy_chance/<type>`."""
     ground_truth = load_ground_truth(data_dir)["test"][: len(predictions)]
     accuracy = answer_accuracy(predictions, ground_truth)
     shuffled = DialogueTurnDataset(shuffled_videos(test_split, seed), test_store, processor, caption_fields, for_generation=True)
     shuffled_predictions = trainer.generate_responses(shuffled, description="Decoding with shuffled videos (control)")
-    return {
+    shuffled_accuracy = answer_accuracy(shuffled_predictions, ground_truth)
+    metrics = {
         "answer_accuracy": accuracy["accuracy"],
-        "answer_accuracy_shuffled_video": answer_accuracy(shuffled_predictions, ground_truth)["accuracy"],
+        "answer_accuracy_shuffled_video": shuffled_accuracy["accuracy"],
         "answer_accuracy_chance": accuracy["chance"],
     }
+    if per_type:
+        for qtype, value in accuracy["per_question_type"].items():
+            metrics[f"answer_accuracy/{qtype}"] = value
+            metrics[f"answer_accuracy_shuffled_video/{qtype}"] = shuffled_accuracy["per_question_type"][qtype]
+            metrics[f"answer_accuracy_chance/{qtype}"] = accuracy["chance_per_question_type"][qtype]
+    return metrics
 
 
 def demo_output_dir(argv: list[str]) -> str:

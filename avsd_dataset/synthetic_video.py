@@ -177,11 +177,12 @@ def render_synthetic_videos(
     fps: int = 8,
     max_videos: Optional[int] = None,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Render every video of a generated synthetic folder (see the module docstring).
 
     Returns `{"video_dir", "test_video_dir", "rendered", "existing", "seconds"}`; files already there are kept
-    unless `overwrite`.
+    unless `overwrite`. `progress`: a tqdm bar (videos/s, ETA).
     """
     if height % 2 or width % 2:
         raise ValueError(f"H.264 needs an even frame size, got {width}x{height}")
@@ -195,7 +196,9 @@ def render_synthetic_videos(
     items = sorted(ground_truth["videos"].items())
     if max_videos is not None:
         items = items[:max_videos]
-    for index, (image_id, facts) in enumerate(items):
+    from tqdm.auto import tqdm
+
+    for index, (image_id, facts) in enumerate(tqdm(items, desc="rendering .mp4", unit="video", disable=not progress, dynamic_ncols=True)):
         path = os.path.join(folders[facts["split"]], image_id + ".mp4")
         if os.path.exists(path) and not overwrite:
             existing += 1
@@ -223,7 +226,7 @@ def main(argv=None) -> None:
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     info = render_synthetic_videos(
-        args.data_dir, args.frames_per_action, args.height, args.width, args.fps, args.max_videos, args.overwrite
+        args.data_dir, args.frames_per_action, args.height, args.width, args.fps, args.max_videos, args.overwrite, progress=True
     )
     print(
         f"synthetic_video: {info['rendered']} rendered, {info['existing']} already there, {info['seconds']:.1f} s -> "

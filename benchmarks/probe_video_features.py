@@ -1,0 +1,88 @@
+"""Linear probe per fact type on features extracted from the synthetic task's videos: can a linear classifier read
+the place, object, colour, count and the action of each clip from them?
+
+    python benchmarks/probe_video_features.py DATA_DIR FEATURE_DIR [--stream r3d_18]
+
+DATA_DIR: a synthetic task folder (its synthetic_ground_truth.json); FEATURE_DIR: where
+`avsd_dataset.extract_features` wrote `<stream>/` (train + validation videos) and `<stream>_testset/`. Fits a
+softmax regression (standardised inputs, L2, full-batch L-BFGS) on the train + validation videos and reports its
+accuracy on the test videos, next to the majority-class rate. Inputs: place / object / colour / count from the
+video's features averaged over its clips (`[P * D]`, the regions kept apart); action from one clip's `[P * D]`
+(one example per clip, labelled with that segment's action).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from avsd_dataset.synthetic import FACT_VALUES, load_ground_truth  # noqa: E402
+
+
+def fit_probe(x_train, y_train, x_test, y_test, num_classes, l2=1e-3, steps=200):
+    mean, std = x_train.mean(0, keepdims=True), x_train.std(0, keepdims=True) + 1e-6
+    x_train, x_test = (torch.from_numpy((x - mean) / std).float() for x in (x_train, x_test))
+    y_train_t = torch.from_numpy(y_train)
+    layer = torch.nn.Linear(x_train.shape[1], num_classes)
+    optimizer = torch.optim.LBFGS(layer.parameters(), lr=1, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(layer(x_train), y_train_t) + l2 * layer.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        train_acc = (layer(x_train).argmax(1) == y_train_t).float().mean().item()
+        test_acc = (layer(x_test).argmax(1).numpy() == y_test).mean()
+    majority = np.bincount(y_test, minlength=num_classes).max() / len(y_test)
+    return float(train_acc), float(test_acc), float(majority)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data_dir")
+    parser.add_argument("feature_dir")
+    parser.add_argument("--stream", default="r3d_18")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    videos = load_ground_truth(args.data_dir)["videos"]
+    data = {"fit": [], "test": []}
+    for image_id, facts in sorted(videos.items()):
+        folder = args.stream + ("_testset" if facts["split"] == "test" else "")
+        features = np.load(os.path.join(args.feature_dir, folder, image_id + ".npy"))
+        data["test" if facts["split"] == "test" else "fit"].append((features, facts))
+    print(f"{len(data['fit'])} videos to fit, {len(data['test'])} to test; features {data['fit'][0][0].shape} per video")
+    results = {}
+    for fact in ("place", "object", "color", "count"):
+        values = FACT_VALUES[fact]
+        xs = {part: np.stack([f.mean(0).reshape(-1) for f, _ in rows]) for part, rows in data.items()}
+        ys = {part: np.array([values.index(facts[fact]) for _, facts in rows]) for part, rows in data.items()}
+        results[fact] = fit_probe(xs["fit"], ys["fit"], xs["test"], ys["test"], len(values))
+    values = FACT_VALUES["action"]
+    xs, ys = {}, {}
+    for part, rows in data.items():
+        clips, labels = [], []
+        for features, facts in rows:
+            for index, action in enumerate(facts["actions"][: len(features)]):
+                clips.append(features[index].reshape(-1))
+                labels.append(values.index(action))
+        xs[part], ys[part] = np.stack(clips), np.array(labels)
+    results["action (per clip)"] = fit_probe(xs["fit"], ys["fit"], xs["test"], ys["test"], len(values))
+    print(f"{'fact type':<18} {'probe train':>11} {'probe test':>10} {'majority':>9}")
+    for fact, (train_acc, test_acc, majority) in results.items():
+        print(f"{fact:<18} {train_acc:11.3f} {test_acc:10.3f} {majority:9.3f}")
+    return {fact: {"train": a, "test": b, "majority": c} for fact, (a, b, c) in results.items()}
+
+
+if __name__ == "__main__":
+    print(json.dumps(main()))

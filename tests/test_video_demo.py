@@ -1,0 +1,128 @@
+"""`python -m avsd_dataset.video_demo` end to end at CI size: a handful of rendered .mp4 files -> extraction (a tiny
+random-init r3d_18) -> a few training steps -> the table; a rerun reuses the videos, the features and the trained
+model; the trained model answers from a test .mp4 as from its extracted features; and the `--weights` path with a
+weights file made here (nothing downloaded)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+# A handful of videos, a tiny model, a few steps (the answers of so short a run mean nothing).
+CI_ARGS = [
+    "--num_train_dialogs", "4", "--num_valid_dialogs", "1", "--num_test_dialogs", "2", "--data_seed", "3",
+    "--crop_size", "16", "--resize_size", "16", "--extract_workers", "0", "--extract_batch_size", "8",
+    "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--vocab_size", "300", "--max_steps", "2",
+    "--per_device_train_batch_size", "4", "--generation_num_beams", "1", "--generation_max_new_tokens", "4",
+]
+
+
+def _mtimes(folder):
+    return {name: os.stat(os.path.join(folder, name)).st_mtime_ns for name in sorted(os.listdir(folder))}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    from avsd_dataset.video_demo import main
+
+    root = tmp_path_factory.mktemp("video_demo")
+    argv = ["--output_dir", str(root / "model"), "--cache_dir", str(root / "cache"), "--backbone_seed", "5", *CI_ARGS]
+    first = main(argv)
+    return root, argv, first
+
+
+def test_the_command_runs_every_stage_and_reports_the_table(demo_run):
+    root, _, result = demo_run
+    assert [stage["stage"] for stage in result["stages"]] == [
+        "1 data", "2 render .mp4", "3 extract train+valid", "4 extract test", "5 tokenizer + GPT-2", "6 train + decode", "7 answer from a .mp4"]
+    assert all(stage["wall_s"] >= 0 and stage["cpu_s"] >= 0 for stage in result["stages"])
+    assert result["rendered"] == {"rendered": 7, "existing": 0}
+    assert result["extracted"]["train"]["done"] == 5 and result["extracted"]["test"]["done"] == 2
+    assert result["trained"] is True
+    metrics = result["metrics"]
+    for key in ("Bleu_1", "Bleu_4", "CIDEr", "answer_accuracy", "answer_accuracy_shuffled_video", "answer_accuracy_chance"):
+        assert key in metrics and 0.0 <= metrics[key] <= 10.0
+    per_type = [key.split("/", 1)[1] for key in metrics if key.startswith("answer_accuracy/")]
+    assert per_type and all(f"answer_accuracy_shuffled_video/{t}" in metrics and f"answer_accuracy_chance/{t}" in metrics for t in per_type)
+    with open(root / "model" / "video_demo_result.json") as f:
+        assert json.load(f)["metrics"] == metrics
+
+
+def test_the_model_records_the_backbone_and_answers_from_a_test_mp4_as_from_its_features(demo_run):
+    from modeling_vgd_gpt2 import VGDGPT2ForDialogue
+    from processing_vgd import VGDProcessor
+
+    root, _, result = demo_run
+    answer = result["answer"]
+    assert answer["video"].endswith(".mp4") and os.sep + "videos_testset" + os.sep in answer["video"]  # never seen in training
+    assert answer["answer_from_video"] == answer["answer_from_features"] and answer["same"] is True
+    model = VGDGPT2ForDialogue.from_pretrained(str(root / "model")).eval()
+    backbone = model.config.video_backbone
+    assert backbone["name"] == "r3d_18" and backbone["weights"] is None and backbone["random_init_seed"] == 5
+    assert backbone["crop_size"] == 16 and backbone["clip_length"] == 8 and backbone["layer"] == "layer3"
+    processor = VGDProcessor.from_pretrained(str(root / "model"))
+    inputs = processor(videos=[answer["video"]], question=[answer["question"]], return_tensors="pt")
+    with torch.no_grad():
+        features, _ = model.extract_video_features(inputs["pixel_values_videos"], inputs["video_clip_mask"])
+    stream_dir = os.path.join(result["paths"]["feature_dir"], "r3d_18_testset")
+    extracted = np.load(os.path.join(stream_dir, answer["image_id"] + ".npy"))
+    np.testing.assert_allclose(features[0].numpy(), extracted, rtol=1e-4, atol=1e-5)
+
+
+def test_a_rerun_reuses_videos_features_and_model(demo_run):
+    from avsd_dataset.video_demo import main
+
+    root, argv, first = demo_run
+    data_dir, feature_dir = first["paths"]["data_dir"], first["paths"]["feature_dir"]
+    before = {folder: _mtimes(folder) for folder in (os.path.join(data_dir, "videos"), os.path.join(feature_dir, "r3d_18"),
+                                                      os.path.join(feature_dir, "r3d_18_testset"), str(root / "model"))}
+    again = main(argv)
+    assert again["rendered"] == {"rendered": 0, "existing": 7}
+    assert again["extracted"]["train"]["done"] == 0 and again["extracted"]["train"]["skipped"] == 5
+    assert again["extracted"]["test"]["done"] == 0 and again["extracted"]["test"]["skipped"] == 2
+    assert again["trained"] is False and again["metrics"] == first["metrics"]
+    for folder, mtimes in before.items():
+        now = _mtimes(folder)
+        assert {name: now[name] for name in mtimes if name.endswith((".mp4", ".npy", ".safetensors"))} == {
+            name: value for name, value in mtimes.items() if name.endswith((".mp4", ".npy", ".safetensors"))}
+    assert again["answer"]["answer_from_video"] == first["answer"]["answer_from_video"]
+
+
+def test_pretrained_weights_path_with_a_local_weights_file(demo_run, tmp_path, monkeypatch):
+    """`--backbone r3d_18 --weights KINETICS400_V1` offline: torchvision finds the checkpoint file (made here, under
+    the name it would download) in $TORCH_HOME/hub/checkpoints and downloads nothing."""
+    import torchvision
+
+    from avsd_dataset.video_demo import main
+
+    root, _, first = demo_run
+    weights = torchvision.models.video.R3D_18_Weights.KINETICS400_V1
+    torch.manual_seed(11)
+    state = torchvision.models.video.r3d_18(weights=None).state_dict()
+    checkpoints = tmp_path / "torch_home" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(state, checkpoints / os.path.basename(weights.url))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    argv = ["--output_dir", str(tmp_path / "model"), "--cache_dir", str(root / "cache"), "--weights", "KINETICS400_V1",
+            *CI_ARGS, "--max_steps", "1"]
+    result = main(argv)
+    assert result["rendered"]["rendered"] == 0  # the same videos, new features
+    assert result["extracted"]["train"]["done"] == 5
+    with open(os.path.join(result["paths"]["feature_dir"], "r3d_18", "backbone.json")) as f:
+        assert json.load(f)["weights"] == "KINETICS400_V1"
+    from modeling_vgd_gpt2 import VGDGPT2ForDialogue
+
+    model = VGDGPT2ForDialogue.from_pretrained(str(tmp_path / "model"))
+    assert model.config.video_backbone["weights"] == "KINETICS400_V1"
+    # the model holds the file's weights (saved with it: answering from a file needs no download)
+    loaded = model.video_backbone.model.state_dict()
+    for key in ("stem.0.weight", "layer1.0.conv1.0.weight"):
+        torch.testing.assert_close(loaded[key], state[key])
+    assert result["answer"]["answer_from_video"] == result["answer"]["answer_from_features"]
+    os.remove(checkpoints / os.path.basename(weights.url))
+    from avsd_dataset.video_demo import answer_from_file
+
+    again = answer_from_file(str(tmp_path / "model"), result["paths"]["data_dir"], result["paths"]["feature_dir"], "r3d_18", 1, 4)
+    assert again["answer_from_video"] == result["answer"]["answer_from_video"]
