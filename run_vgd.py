@@ -64,7 +64,7 @@ from processing_vgd import VGDProcessor
 from vgd_training import TrainingDivergedError, VGDTrainer, VGDTrainingArguments, avsd_caption_metrics
 from vgd_training.checkpointing import check_output_dir_writable, write_json_atomic
 from vgd_training.output_folder import bytes_needed_on_disk, prepare_output_dir, release_output_dirs, replace_earlier_results, report_outputs
-from vgd_training.signals import StopOnSignalCallback
+from vgd_training.signals import StopOnSignalCallback, stop_after_signal
 from vgd_training.process import (
     apply_total_train_batch_size,
     check_distributed_launch,
@@ -275,27 +275,6 @@ def load_processor_and_model(model_args: ModelArguments, video_feature_dim: int,
 
 
 # ---------------------------------------------------------------------------------------------- main
-
-
-def stop_after_signal(trainer: VGDTrainer, stopper: StopOnSignalCallback) -> int:
-    """After training stopped on SIGTERM / SIGUSR1: make sure the last step is saved, say how to resume, and return
-    the exit code (128 + the signal number, as for a process the signal ended)."""
-    step = trainer.state.global_step
-    where = None
-    if step > 0 and (stopper.stopped_at_step == step or trainer.args.world_size == 1):
-        where = trainer.save_emergency_checkpoint()  # the checkpoint of that step when the callback saved it already
-    if where:
-        note = (
-            f"Stopped by {stopper.signal_name} after step {step}: the trained state of that step is saved in {where}. "
-            f"Continue with the same command and --resume_from_checkpoint last (or --resume_from_checkpoint {where})."
-        )
-    else:
-        note = f"Stopped by {stopper.signal_name} after step {step}: nothing was trained yet, so no checkpoint was saved."
-    if trainer.is_world_process_zero():
-        logger.error(note)
-        sys.stdout.flush()
-    return stopper.exit_code
-
 
 
 def main(argv: list[str] | None = None):

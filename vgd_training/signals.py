@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 
 import torch
 from transformers import TrainerCallback
@@ -91,3 +92,23 @@ class StopOnSignalCallback(TrainerCallback):
             control.should_training_stop = True
             self.stopped_at_step = state.global_step
         return control
+
+
+def stop_after_signal(trainer, stopper: StopOnSignalCallback) -> int:
+    """After training stopped on SIGTERM / SIGUSR1: make sure the last step is saved, say how to resume, and return
+    the exit code (128 + the signal number, as for a process the signal ended)."""
+    step = trainer.state.global_step
+    where = None
+    if step > 0 and (stopper.stopped_at_step == step or trainer.args.world_size == 1):
+        where = trainer.save_emergency_checkpoint()  # the checkpoint of that step when the callback saved it already
+    if where:
+        note = (
+            f"Stopped by {stopper.signal_name} after step {step}: the trained state of that step is saved in {where}. "
+            f"Continue with the same command and --resume_from_checkpoint last (or --resume_from_checkpoint {where})."
+        )
+    else:
+        note = f"Stopped by {stopper.signal_name} after step {step}: nothing was trained yet, so no checkpoint was saved."
+    if trainer.is_world_process_zero():
+        logger.error(note)
+        sys.stdout.flush()
+    return stopper.exit_code
