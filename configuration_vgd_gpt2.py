@@ -106,6 +106,12 @@ class VGDGPT2Config(GPT2Config):
         self.mask_token_id = mask_token_id
         self.video_backbone = dict(video_backbone) if video_backbone is not None else None
         super().__init__(**kwargs)
+        for name in ("n_embd", "n_layer", "n_head", "n_positions", "vocab_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"VGDGPT2Config: {name} must be a positive int, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"VGDGPT2Config: n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
 
 
 __all__ = ["VGDGPT2Config"]

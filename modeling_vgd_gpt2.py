@@ -680,6 +680,11 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
             raise ValueError("VGDGPT2ForDialogue takes input_ids (with <video> placeholders), not inputs_embeds")
         if input_ids is None:
             raise ValueError("input_ids are required")
+        if self.transformer.wte.weight.is_meta:
+            raise RuntimeError(
+                "VGDGPT2ForDialogue: the weights are on the meta device (the model was built without loading them): load "
+                "it with from_pretrained(...), or move it with model.to_empty(device=...) and load a state dict first"
+            )
         # The checks move per-row counts to the host: eager mode only (compiled / exported graphs skip them).
         checking = not (torch.compiler.is_compiling() or torch.compiler.is_exporting())
         decoding = checking and cache is not None and cache.get_seq_length() > 0

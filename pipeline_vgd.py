@@ -129,6 +129,10 @@ class VideoGroundedDialoguePipeline(Pipeline):
             inputs = example
         if inputs is None:
             raise ValueError("no input: pass question=... (and video=..., caption=..., history=...)")
+        if isinstance(inputs, (list, tuple)) and len(inputs) == 0:
+            raise ValueError(
+                "no input: the list is empty; pass one input (question=..., video=...), a list of inputs, or a list of chat messages"
+            )
         return super().__call__(inputs, **kwargs)
 
     def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params):

@@ -388,6 +388,8 @@ def test_no_video_is_an_error_and_video_none_a_warned_text_only_answer(chat, vid
         chat(question="what does he do ?", caption="a man")
     with pytest.raises(ValueError, match=r"the conversation carries no video"):
         chat([{"role": "user", "content": [{"type": "text", "text": "what does he do ?"}]}])
+    with pytest.raises(ValueError, match=r"no input: the list is empty"):
+        chat([])  # was an IndexError
     import logging
 
     records = []
