@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from typing import Any
 
 import torch
@@ -79,6 +80,20 @@ def resolve_video_backbone(
         `resize_size`, `crop_size`, `image_mean`, `image_std`, `layer`, `num_regions` (P), `feature_dim` (D),
         and for transformers models `model_config` (the backbone's config as a dict).
     """
+    for flag, value in (("clip_length", clip_length), ("crop_size", crop_size), ("resize_size", resize_size)):
+        if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+            raise ValueError(f"{flag} must be a positive number of {'frames' if flag == 'clip_length' else 'pixels'}, got {value!r}")
+    if fps is not None and not fps > 0:
+        raise ValueError(f"fps must be a positive frame rate (or None for the native rate), got {fps!r}")
+    if name not in TORCHVISION_VIDEO_BACKBONES and "/" not in name and not os.path.isdir(name):
+        import difflib
+
+        close = difflib.get_close_matches(name, sorted(TORCHVISION_VIDEO_BACKBONES), n=1)
+        raise ValueError(
+            f"unknown video backbone {name!r}{f' (did you mean {close[0]!r}?)' if close else ''}: not one of torchvision's "
+            f"video models ({', '.join(sorted(TORCHVISION_VIDEO_BACKBONES))}) nor a local folder; a transformers video "
+            "model is a Hub id such as MCG-NJU/videomae-base"
+        )
     if name in TORCHVISION_VIDEO_BACKBONES:
         weights_enum = _torchvision_models().get_model_weights(name)
         if weights is not None:
@@ -109,6 +124,12 @@ def resolve_video_backbone(
             "image_std": [float(v) for v in preset.std],
             "layer": layer,
         }
+        if spec["crop_size"] > spec["resize_size"]:
+            raise ValueError(
+                f"crop_size {spec['crop_size']} is larger than resize_size {spec['resize_size']}: frames are resized to a shorter "
+                f"side of {spec['resize_size']} first, so a {spec['crop_size']} x {spec['crop_size']} crop would be mostly black "
+                "padding; use resize_size >= crop_size"
+            )
     else:
         from transformers import AutoConfig
 

@@ -304,7 +304,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto", help="autocast dtype of the backbone (auto: bfloat16 on GPUs, float32 on CPU); features are saved as float32")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the backbone on CPU (default: torch's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --random_init weights (every process builds the same backbone)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for name in ("clip_length", "crop_size", "resize_size", "max_clips", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name} must be at least 1, got {value}")
+    if args.fps is not None and args.fps <= 0:
+        parser.error(f"--fps must be a positive frame rate, got {args.fps}")
+    if args.crop_size is not None and args.resize_size is not None and args.crop_size > args.resize_size:
+        parser.error(
+            f"--crop_size {args.crop_size} is larger than --resize_size {args.resize_size}: the crop would be mostly black "
+            "padding; pass --resize_size >= --crop_size"
+        )
+    return args
 
 
 def main(argv=None) -> dict[str, int]:
