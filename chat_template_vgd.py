@@ -27,6 +27,12 @@ from typing import Any
 import numpy as np
 
 
+try:  # package layout (Hub / `trust_remote_code`)
+    from .video_processing_vgd import VIDEO_FILE_EXTENSIONS
+except ImportError:  # top-level module layout (the repository root on sys.path)
+    from video_processing_vgd import VIDEO_FILE_EXTENSIONS
+
+
 # Renders the processor's layout as text (`apply_chat_template(..., tokenize=False)`): one `<video>` stands for the
 # F x P placeholders that the processor writes; the tokenised form (`tokenize=True`) comes from the processor itself.
 VGD_CHAT_TEMPLATE = (
@@ -158,6 +164,11 @@ def video_to_processor_kwargs(processor, video: Any, where: str = "video") -> tu
             raise FileNotFoundError(f"{where}: no such file: {path}")
         if path.endswith(".npy"):
             return "video_features", load_feature_file(path)
+        if not path.lower().endswith(VIDEO_FILE_EXTENSIONS):
+            raise ValueError(
+                f"{where}: {path} is neither a .npy feature file nor a video file (expected .npy or one of "
+                f"{', '.join(VIDEO_FILE_EXTENSIONS)})"
+            )
         if not processor_takes_video_files(processor):
             raise ValueError(f"{where}: {path} is a video file, but {FEATURES_ONLY_MESSAGE}")
         return "videos", path

@@ -178,6 +178,9 @@ def test_unreadable_file_and_video_file_on_a_features_model(chat, tmp_path):
         chat(video=str(tmp_path / "clip.mp4"), question="what ?")
     with pytest.raises(ValueError, match="frames array .*extract_features"):
         chat(video=np.zeros((8, 32, 32, 3), np.uint8), question="what ?")
+    (tmp_path / "notes.txt").write_text("not a video")
+    with pytest.raises(ValueError, match=r"notes\.txt is neither a \.npy feature file nor a video file \(expected \.npy or one of \.mp4"):
+        chat(video=str(tmp_path / "notes.txt"), question="what ?")  # was called "a video file"
 
 
 def test_model_without_processor_is_a_clear_error(chat, tmp_path):
