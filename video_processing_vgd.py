@@ -110,6 +110,7 @@ def decode_video(
         except av.FFmpegError as error:
             raise VideoDecodingError(path, f"corrupt or unsupported video data after {len(frames)} frame(s) ({error})") from None
         native_rate = float(stream.average_rate) if stream.average_rate else None
+        declared_frames = int(stream.frames or 0)  # the container's frame count (0: not recorded)
     if not frames:
         raise VideoDecodingError(path, "no video frames could be decoded (zero-length video)")
 
@@ -138,6 +139,7 @@ def decode_video(
         video_backend=backend,
         frames_indices=[int(i) for i in indices],
     )
+    metadata.declared_num_frames = declared_frames  # compared with total_num_frames by extract_features (truncation)
     return array, metadata
 
 

@@ -169,6 +169,11 @@ def save_features_atomic(path: str, features: np.ndarray) -> None:
             np.save(f, features)
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
+    except OSError as error:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        # e.g. a full disk: name the file and the folder (numpy's own message names neither)
+        raise OSError(error.errno, f"could not write the features of {os.path.basename(path)} into {directory}: {error.strerror or error}", path) from error
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -217,6 +222,8 @@ class VideoClipsDataset(torch.utils.data.Dataset):
             "clips": output["pixel_values_videos"][0],
             "num_frames": int(output["video_num_frames"][0]),
             "variable_frame_rate": metadata.video_backend == "pyav+vfr",
+            "decoded_num_frames": int(metadata.total_num_frames or 0),
+            "declared_num_frames": int(getattr(metadata, "declared_num_frames", 0) or 0),
         }
 
 
@@ -391,6 +398,13 @@ def main(argv=None) -> dict[str, int]:
                 counts["clips"] += len(features)
                 counts["padded"] += int(item["num_frames"] < spec["clip_length"])
                 counts["variable_frame_rate"] += int(item["variable_frame_rate"])
+                declared, decoded = item.get("declared_num_frames", 0), item.get("decoded_num_frames", 0)
+                if declared and declared - decoded > spec["clip_length"]:  # more than one clip missing: truncated?
+                    counts["truncated"] += 1
+                    logger.warning(
+                        f"{item['path']}: the container declares {declared} frames but only {decoded} could be decoded "
+                        f"(a truncated or damaged file?); its features cover the decoded part only"
+                    )
             bar.update(1)
             bar.set_postfix(failed=counts["failed"], refresh=False)
     bar.close()
@@ -408,12 +422,12 @@ def main(argv=None) -> dict[str, int]:
         print(
             f"extract_features: {totals['done']} done, {totals['skipped']} skipped (already extracted), {failed}; "
             f"{totals['padded']} shorter than one clip (padded), {totals['variable_frame_rate']} variable frame rate "
-            f"(resampled), {totals['not_videos']} non-video file(s) ignored; {totals['clips']} clips in {elapsed:.1f} s "
+            f"(resampled), {totals['truncated']} shorter than their container declares (truncated?), {totals['not_videos']} non-video file(s) ignored; {totals['clips']} clips in {elapsed:.1f} s "
             f"({rate:.2f} videos/s) -> {out_dir}",
             flush=True,
         )
     state.wait_for_everyone()
-    return {key: int(totals.get(key, 0)) for key in ("done", "skipped", "failed", "padded", "variable_frame_rate", "clips", "not_videos")}
+    return {key: int(totals.get(key, 0)) for key in ("done", "skipped", "failed", "padded", "variable_frame_rate", "truncated", "clips", "not_videos")}
 
 
 if __name__ == "__main__":

@@ -32,3 +32,53 @@ def test_a_misspelt_backbone_is_named_without_a_hub_lookup(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # a lookup would fail differently (and slowly)
     with pytest.raises(ValueError, match=r"unknown video backbone 'r3d_19' \(did you mean 'r3d_18'\?\)"):
         resolve_video_backbone("r3d_19", pretrained=False)
+
+
+def _write_noise_mp4(path, num_frames=64, size=32):
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:  # frame count in the header
+        stream = container.add_stream("mpeg4", rate=24)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for _ in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_a_truncated_video_is_extracted_with_a_warning_naming_it(tmp_path, caplog):
+    from avsd_dataset.extract_features import main
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    _write_noise_mp4(videos / "whole.mp4")
+    _write_noise_mp4(tmp_path / "full.mp4")
+    data = (tmp_path / "full.mp4").read_bytes()
+    (videos / "cut.mp4").write_bytes(data[: len(data) // 2])  # the header still says 64 frames; ~23 decode
+    with caplog.at_level("WARNING"):
+        totals = main([str(videos), str(tmp_path / "features"), "--backbone", "r3d_18", "--random_init", "--clip_length", "8",
+                       "--crop_size", "16", "--resize_size", "16", "--layer", "layer2", "--num_workers", "0"])
+    assert totals["done"] == 2 and totals["truncated"] == 1
+    warnings = [record.getMessage() for record in caplog.records if "container declares" in record.getMessage()]
+    assert len(warnings) == 1 and "cut.mp4" in warnings[0] and "declares 64 frames" in warnings[0]
+
+
+def test_a_full_disk_names_the_file_and_folder(tmp_path, monkeypatch):
+    import errno
+
+    import numpy as np
+
+    from avsd_dataset import extract_features
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(extract_features.np, "save", full)
+    with pytest.raises(OSError, match=r"could not write the features of VID01\.npy into .*: No space left on device"):
+        extract_features.save_features_atomic(str(tmp_path / "VID01.npy"), np.zeros((2, 1, 4), np.float32))
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind
