@@ -594,6 +594,11 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
         batch, num_clips = pixel_values_videos.shape[:2]
         if video_clip_mask is None:
             video_clip_mask = torch.ones(batch, num_clips, dtype=torch.bool, device=pixel_values_videos.device)
+        if tuple(video_clip_mask.shape) != (batch, num_clips):
+            raise ValueError(
+                f"video_clip_mask must have shape [batch, clips] = {[batch, num_clips]} (one flag per clip of "
+                f"pixel_values_videos {tuple(pixel_values_videos.shape)}), got {tuple(video_clip_mask.shape)}"
+            )
         video_clip_mask = video_clip_mask.bool()
         clips = pixel_values_videos[video_clip_mask]
         grids = torch.cat([self.video_backbone(clips[i : i + clips_per_call]) for i in range(0, len(clips), clips_per_call)])

@@ -482,3 +482,11 @@ def test_pretrained_backbone_weights_are_loaded(tiny_gpt2_dir, monkeypatch):
     loaded = model.video_backbone.model.state_dict()
     assert torch.equal(loaded["layer4.1.conv2.0.weight"], published["layer4.1.conv2.0.weight"])
     assert torch.equal(loaded["stem.1.running_mean"], published["stem.1.running_mean"])
+
+
+def test_a_wrong_shape_video_clip_mask_is_named(video_model, video_files):
+    """Issue 22, item 5: a video_clip_mask that does not match the clips was an IndexError deep in the backbone pass."""
+    processor, model = video_model
+    inputs = _batch(processor, video_files, moving_bar_frames(6, 40, 50))
+    with pytest.raises(ValueError, match=r"video_clip_mask must have shape \[batch, clips\] = \[2, 10\]"):
+        model.extract_video_features(inputs["pixel_values_videos"], inputs["video_clip_mask"][:, :3])
