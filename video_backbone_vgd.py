@@ -204,9 +204,28 @@ def video_processor_settings(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def same_backbone(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two specs give the same features (name, weights, clip length, rate, sizes, layer)."""
-    keys = ("name", "weights", "clip_length", "fps", "resize_size", "crop_size", "layer", "random_init_seed")
+    """Whether two specs give the same features (name, weights, clip length, rate, sizes, layer, standardisation)."""
+    keys = ("name", "weights", "clip_length", "fps", "resize_size", "crop_size", "layer", "random_init_seed",
+            "feature_mean", "feature_std")
     return all(a.get(key) == b.get(key) for key in keys)
+
+
+def with_feature_standardization(spec: dict[str, Any], mean, std, fitted_on: str | None = None) -> dict[str, Any]:
+    """A copy of `spec` whose backbone standardises its output per channel: `(features - mean) / std` (D values
+    each, e.g. fitted once on the training videos' features with `avsd_dataset.extract_features.fit_feature_statistics`).
+
+    The statistics are part of the spec (backbone.json, the model's `config.video_backbone`), so features extracted
+    with it and the model's own backbone path (`processor(videos=...)`) give the same standardised features."""
+    mean, std = [float(v) for v in mean], [float(v) for v in std]
+    if len(mean) != int(spec["feature_dim"]) or len(std) != int(spec["feature_dim"]):
+        raise ValueError(f"feature standardisation needs {spec['feature_dim']} means and stds, got {len(mean)} and {len(std)}")
+    if min(std) <= 0:
+        raise ValueError("feature standardisation: every std must be > 0")
+    spec = copy.deepcopy(dict(spec))
+    spec["feature_mean"], spec["feature_std"] = mean, std
+    if fitted_on is not None:
+        spec["feature_standardization_fitted_on"] = fitted_on
+    return spec
 
 
 class VGDVideoBackbone(nn.Module):
@@ -302,10 +321,21 @@ class VGDVideoBackbone(nn.Module):
         parameter = next(self.model.parameters())
         pixel_values_videos = pixel_values_videos.to(device=parameter.device, dtype=parameter.dtype)
         if self.spec["library"] == "transformers":
-            return self._transformers_grid(pixel_values_videos)
+            return self.standardize(self._transformers_grid(pixel_values_videos))
         grid = self._torchvision_grid(pixel_values_videos.transpose(1, 2))  # torchvision: [N, 3, T, H, W]
         # grid: [N, D, T', H', W'] -> mean over T' -> [N, H' * W', D]
-        return grid.mean(dim=2).flatten(2).transpose(1, 2)
+        return self.standardize(grid.mean(dim=2).flatten(2).transpose(1, 2))
+
+    def standardize(self, features: torch.Tensor) -> torch.Tensor:
+        """`(features - feature_mean) / feature_std` per channel when the spec records them (else unchanged).
+
+        Computed in float32 from the spec's lists (not buffers: nothing to save or initialise), as
+        `avsd_dataset.extract_features.standardize_features` does on saved arrays."""
+        if self.spec.get("feature_mean") is None:
+            return features
+        mean = torch.tensor(self.spec["feature_mean"], dtype=torch.float32, device=features.device)
+        std = torch.tensor(self.spec["feature_std"], dtype=torch.float32, device=features.device)
+        return ((features.float() - mean) / std).to(features.dtype)
 
     def _torchvision_grid(self, clips: torch.Tensor) -> torch.Tensor:
         model, name = self.model, self.spec["name"]
@@ -362,4 +392,5 @@ __all__ = [
     "resolve_video_backbone",
     "same_backbone",
     "video_processor_settings",
+    "with_feature_standardization",
 ]

@@ -112,6 +112,8 @@ def check_or_record_backbone(directory: str, spec: dict[str, Any], same_backbone
         if not same_backbone(recorded, spec):
             keys = ("name", "weights", "clip_length", "fps", "resize_size", "crop_size", "layer", "random_init_seed")
             differences = ", ".join(f"{key}: {recorded.get(key)!r} there, {spec.get(key)!r} now" for key in keys if recorded.get(key) != spec.get(key))
+            if any(recorded.get(key) != spec.get(key) for key in ("feature_mean", "feature_std")):
+                differences = ", ".join(filter(None, [differences, "feature standardisation (feature_mean / feature_std) differs"]))
             raise ValueError(
                 f"{directory} holds features of another backbone ({differences}); "
                 "choose another --stream (or FEATURE_DIR), or the same backbone settings"
@@ -189,6 +191,72 @@ def remove_stale_temporary_files(directory: str) -> int:
                 os.remove(os.path.join(directory, name))
                 removed += 1
     return removed
+
+
+# ---------------------------------------------------------------------------------------------------- standardisation
+
+
+def fit_feature_statistics(directory: str, video_ids: Iterable[str] | None = None, min_std: float = 1e-5) -> dict[str, Any]:
+    """Per-channel mean and std of the `[F, P, D]` features of a stream folder (every clip and region of the
+    listed videos, default all), computed in float64: `{"feature_mean": [D], "feature_std": [D], "count": rows}`.
+
+    A random-init backbone's ReLU features are far from unit scale (the demo's r3d_18 layer3: mean 0.19, std 0.11
+    per channel, 73% of their energy a constant vector); the model's `Linear + ReLU` video projection learns from
+    them much better once they are standardised with these (see `with_feature_standardization`)."""
+    names = sorted(name for name in os.listdir(directory) if name.endswith(".npy"))
+    if video_ids is not None:
+        wanted = set(video_ids)
+        names = [name for name in names if name[:-4] in wanted]
+    if not names:
+        raise ValueError(f"no feature files to fit the standardisation on in {directory}")
+    total = total_sq = None
+    count = 0
+    for name in names:
+        array = np.load(os.path.join(directory, name)).astype(np.float64)
+        rows = array.reshape(-1, array.shape[-1])
+        total = rows.sum(0) if total is None else total + rows.sum(0)
+        total_sq = (rows**2).sum(0) if total_sq is None else total_sq + (rows**2).sum(0)
+        count += len(rows)
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    std = np.maximum(std, min_std)
+    return {"feature_mean": [float(v) for v in mean], "feature_std": [float(v) for v in std], "count": int(count), "videos": len(names)}
+
+
+def standardize_features(features: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """`(features - feature_mean) / feature_std` per channel in float32, as `VGDVideoBackbone.standardize` does."""
+    mean = np.asarray(spec["feature_mean"], dtype=np.float32)
+    std = np.asarray(spec["feature_std"], dtype=np.float32)
+    return np.ascontiguousarray((features.astype(np.float32) - mean) / std, dtype=np.float32)
+
+
+def standardize_stream(raw_dir: str, out_dir: str, spec: dict[str, Any]) -> dict[str, int]:
+    """Write the standardised copy of a raw stream folder (extracted without statistics) into `out_dir`, with
+    `backbone.json` = `spec` (the raw backbone's spec plus `feature_mean` / `feature_std`): the same files an
+    extraction with that spec would write (up to float rounding), without running the backbone again.
+    Files already there are skipped (a rerun after a kill resumes)."""
+    from video_backbone_vgd import same_backbone
+
+    with open(os.path.join(raw_dir, BACKBONE_FILE), encoding="utf-8") as f:
+        raw_spec = json.load(f)
+    if raw_spec.get("feature_mean") is not None:
+        raise ValueError(f"{raw_dir} holds features that are already standardised")
+    plain = {key: value for key, value in spec.items() if key not in ("feature_mean", "feature_std", "feature_standardization_fitted_on")}
+    if not same_backbone(raw_spec, plain):
+        raise ValueError(f"{raw_dir} was written by another backbone than the one to standardise")
+    check_or_record_backbone(out_dir, spec, same_backbone, write=True)
+    remove_stale_temporary_files(out_dir)
+    counts = Counter()
+    for name in sorted(os.listdir(raw_dir)):
+        if not name.endswith(".npy"):
+            continue
+        target = os.path.join(out_dir, name)
+        if is_done(target, spec["num_regions"], spec["feature_dim"]):
+            counts["skipped"] += 1
+            continue
+        save_features_atomic(target, standardize_features(np.load(os.path.join(raw_dir, name)), spec))
+        counts["done"] += 1
+    return {"done": counts["done"], "skipped": counts["skipped"]}
 
 
 # ---------------------------------------------------------------------------------------------------- decoding
@@ -311,6 +379,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto", help="autocast dtype of the backbone (auto: bfloat16 on GPUs, float32 on CPU); features are saved as float32")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the backbone on CPU (default: torch's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --random_init weights (every process builds the same backbone)")
+    parser.add_argument("--feature_stats", default=None, help="a JSON file with feature_mean / feature_std (D values each, e.g. the backbone.json of a standardised stream): the backbone standardises its output with them, and backbone.json records them")
     args = parser.parse_args(argv)
     for name in ("clip_length", "crop_size", "resize_size", "max_clips", "batch_size"):
         value = getattr(args, name)
@@ -343,6 +412,12 @@ def main(argv=None) -> dict[str, int]:
     )
     if args.random_init:  # recorded in backbone.json: a model trained on these features rebuilds the same weights
         spec["random_init_seed"] = int(args.seed)
+    if args.feature_stats:
+        from video_backbone_vgd import with_feature_standardization
+
+        with open(args.feature_stats, encoding="utf-8") as f:
+            stats = json.load(f)
+        spec = with_feature_standardization(spec, stats["feature_mean"], stats["feature_std"], stats.get("feature_standardization_fitted_on"))
     stream = args.stream or os.path.basename(os.path.normpath(args.backbone))
     out_dir = stream_dir(args.feature_dir, stream, args.split)
     failures_path = os.path.join(out_dir, FAILURES_FILE)

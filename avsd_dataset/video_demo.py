@@ -79,6 +79,7 @@ class VideoDemoArguments:
     extract_batch_size: int = field(default=16, metadata={"help": "Clips per backbone call."})
     extract_workers: int = field(default=1, metadata={"help": "Decoding processes of the extraction (0: in this process)."})
     extract_threads: int = field(default=1, metadata={"help": "Torch threads of the backbone."})
+    standardize_features: bool = field(default=True, metadata={"help": "Standardise the backbone's output per channel with the mean / std of the training videos' features (fitted once, recorded in backbone.json and the model's config, applied by the model's backbone too)."})
     # model and training
     model_name_or_path: str | None = field(default=None, metadata={"help": "A GPT-2 to start from (default: the demo-size GPT-2 built offline)."})
     n_layer: int = field(default=2, metadata={"help": "Layers of the offline GPT-2."})
@@ -147,9 +148,14 @@ def paths(args: VideoDemoArguments) -> dict[str, str]:
     }
     gpt2_settings = {"data": data_settings, "n_layer": args.n_layer, "n_embd": args.n_embd, "n_head": args.n_head, "vocab": args.vocab_size}
     data_dir = os.path.join(args.cache_dir, f"data-{_hash(data_settings)}")
+    raw_feature_dir = os.path.join(data_dir, f"video_features-{_hash(backbone_settings)}")
+    feature_dir = raw_feature_dir
+    if args.standardize_features:  # the raw backbone output stays where it is; its standardised copy next to it
+        feature_dir = os.path.join(data_dir, f"video_features-{_hash({**backbone_settings, 'standardized': 'train'})}")
     return {
         "data_dir": data_dir,
-        "feature_dir": os.path.join(data_dir, f"video_features-{_hash(backbone_settings)}"),
+        "raw_feature_dir": raw_feature_dir,
+        "feature_dir": feature_dir,
         "gpt2_dir": os.path.join(args.cache_dir, f"offline-gpt2-{_hash(gpt2_settings)}"),
         "stream": os.path.basename(os.path.normpath(args.backbone)),
     }
@@ -211,10 +217,37 @@ def stage_render(args, where):
 def stage_extract(args, where, video_dir, split):
     from .extract_features import main as extract_features
 
-    counts = extract_features([video_dir, where["feature_dir"], *extract_arguments(args), "--split", split])
+    counts = extract_features([video_dir, where["raw_feature_dir"], *extract_arguments(args), "--split", split])
     if counts["failed"]:
         raise RuntimeError(f"{counts['failed']} video(s) of {video_dir} could not be decoded (see extract_failures.jsonl)")
     return {**counts, "_note": f"{counts['done']} extracted, {counts['skipped']} reused, {counts['clips']} clips"}
+
+
+def stage_standardize(args, where):
+    """Fit the per-channel mean / std on the training dialogues' videos (raw features), then write the
+    standardised train + valid and test streams, whose backbone.json (and so the model's config) records them."""
+    from .extract_features import fit_feature_statistics, standardize_stream, stream_dir
+    from video_backbone_vgd import with_feature_standardization
+
+    raw_train = stream_dir(where["raw_feature_dir"], where["stream"], "train")
+    out_train = stream_dir(where["feature_dir"], where["stream"], "train")
+    recorded = os.path.join(out_train, "backbone.json")
+    if os.path.isfile(recorded):  # fitted before: the same statistics (the raw features do not change)
+        with open(recorded, encoding="utf-8") as f:
+            spec = json.load(f)
+        note = "statistics reused"
+    else:
+        with open(os.path.join(where["data_dir"], "train_set4DSTC7-AVSD.json"), encoding="utf-8") as f:
+            train_ids = [dialog["image_id"] for dialog in json.load(f)["dialogs"]]
+        stats = fit_feature_statistics(raw_train, train_ids)
+        with open(os.path.join(raw_train, "backbone.json"), encoding="utf-8") as f:
+            spec = with_feature_standardization(json.load(f), stats["feature_mean"], stats["feature_std"],
+                                                fitted_on=f"{stats['videos']} training videos, {stats['count']} clip regions")
+        note = f"fitted on {stats['videos']} training videos"
+    counts = {split: standardize_stream(stream_dir(where["raw_feature_dir"], where["stream"], split),
+                                        stream_dir(where["feature_dir"], where["stream"], split), spec) for split in ("train", "test")}
+    done = sum(c["done"] for c in counts.values())
+    return {"counts": counts, "_note": f"{note}; {done} standardised -> {where['feature_dir']}"}
 
 
 def stage_gpt2(args, where):
@@ -332,6 +365,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "train": timer.run("3 extract train+valid", stage_extract, args, where, videos["video_dir"], "train"),
         "test": timer.run("4 extract test", stage_extract, args, where, videos["test_video_dir"], "test"),
     }
+    if args.standardize_features:
+        timer.run("4b standardise features", stage_standardize, args, where)
     model_path = timer.run("5 tokenizer + GPT-2", stage_gpt2, args, where)["path"]
     trained = timer.run("6 train + decode", stage_train, args, where, model_path)
     metrics = trained["metrics"]

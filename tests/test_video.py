@@ -490,3 +490,38 @@ def test_a_wrong_shape_video_clip_mask_is_named(video_model, video_files):
     inputs = _batch(processor, video_files, moving_bar_frames(6, 40, 50))
     with pytest.raises(ValueError, match=r"video_clip_mask must have shape \[batch, clips\] = \[2, 10\]"):
         model.extract_video_features(inputs["pixel_values_videos"], inputs["video_clip_mask"][:, :3])
+
+
+def test_feature_standardisation_is_recorded_and_applied_by_the_backbone(synthetic_videos, tmp_path):
+    """Statistics fitted on raw features: an extraction with `--feature_stats` (the backbone standardises) writes the
+    standardised copy of the raw stream (`standardize_stream`); backbone.json records them; a folder of raw features
+    refuses a standardised extraction."""
+    from avsd_dataset.extract_features import fit_feature_statistics, main, standardize_stream
+    from video_backbone_vgd import VGDVideoBackbone, with_feature_standardization
+
+    data_dir, info = synthetic_videos
+    video_dir = tmp_path / "videos"
+    video_dir.mkdir()
+    for name in sorted(os.listdir(info["video_dir"]))[:2]:
+        os.link(os.path.join(info["video_dir"], name), video_dir / name)
+    raw = tmp_path / "raw"
+    main([str(video_dir), str(raw), *EXTRACT_ARGS, "--num_workers", "0"])
+    stats = fit_feature_statistics(str(raw / "r3d_18"))
+    spec = json.loads((raw / "r3d_18" / "backbone.json").read_text())
+    standardised = with_feature_standardization(spec, stats["feature_mean"], stats["feature_std"])
+    assert standardize_stream(str(raw / "r3d_18"), str(tmp_path / "copy" / "r3d_18"), standardised)["done"] == 2
+    (tmp_path / "stats.json").write_text(json.dumps(standardised))
+    main([str(video_dir), str(tmp_path / "direct"), *EXTRACT_ARGS, "--num_workers", "0", "--feature_stats", str(tmp_path / "stats.json")])
+    recorded = json.loads((tmp_path / "direct" / "r3d_18" / "backbone.json").read_text())
+    assert recorded["feature_mean"] == standardised["feature_mean"] and recorded["feature_std"] == standardised["feature_std"]
+    rows = []
+    for name in sorted(os.listdir(raw / "r3d_18")):
+        if name.endswith(".npy"):
+            direct, copy = np.load(tmp_path / "direct" / "r3d_18" / name), np.load(tmp_path / "copy" / "r3d_18" / name)
+            np.testing.assert_allclose(direct, copy, rtol=1e-4, atol=1e-4)
+            rows.append(copy.reshape(-1, copy.shape[-1]))
+    rows = np.concatenate(rows)
+    np.testing.assert_allclose(rows.mean(0), 0, atol=1e-3)
+    assert VGDVideoBackbone(recorded).spec["feature_std"] == standardised["feature_std"]
+    with pytest.raises(ValueError, match="feature standardisation"):
+        main([str(video_dir), str(raw), *EXTRACT_ARGS, "--num_workers", "0", "--feature_stats", str(tmp_path / "stats.json")])

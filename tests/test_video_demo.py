@@ -36,7 +36,7 @@ def demo_run(tmp_path_factory):
 def test_the_command_runs_every_stage_and_reports_the_table(demo_run):
     root, _, result = demo_run
     assert [stage["stage"] for stage in result["stages"]] == [
-        "1 data", "2 render .mp4", "3 extract train+valid", "4 extract test", "5 tokenizer + GPT-2", "6 train + decode", "7 answer from a .mp4"]
+        "1 data", "2 render .mp4", "3 extract train+valid", "4 extract test", "4b standardise features", "5 tokenizer + GPT-2", "6 train + decode", "7 answer from a .mp4"]
     assert all(stage["wall_s"] >= 0 and stage["cpu_s"] >= 0 for stage in result["stages"])
     assert result["rendered"] == {"rendered": 7, "existing": 0}
     assert result["extracted"]["train"]["done"] == 5 and result["extracted"]["test"]["done"] == 2
@@ -62,6 +62,11 @@ def test_the_model_records_the_backbone_and_answers_from_a_test_mp4_as_from_its_
     backbone = model.config.video_backbone
     assert backbone["name"] == "r3d_18" and backbone["weights"] is None and backbone["random_init_seed"] == 5
     assert backbone["crop_size"] == 16 and backbone["clip_length"] == 8 and backbone["layer"] == "layer3"
+    # the per-channel standardisation fitted on the training videos is recorded with the backbone and applied by it
+    assert len(backbone["feature_mean"]) == len(backbone["feature_std"]) == backbone["feature_dim"]
+    with open(os.path.join(result["paths"]["feature_dir"], "r3d_18", "backbone.json")) as f:
+        recorded = json.load(f)
+    assert recorded["feature_mean"] == backbone["feature_mean"] and recorded["feature_std"] == backbone["feature_std"]
     processor = VGDProcessor.from_pretrained(str(root / "model"))
     inputs = processor(videos=[answer["video"]], question=[answer["question"]], return_tensors="pt")
     with torch.no_grad():
