@@ -40,7 +40,9 @@ from avsd_dataset.demo import (
     DEMO_OUTPUT_DIR,
     DEMO_TRAINING_DEFAULTS,
     SMOKE_OUTPUT_DIR,
+    CachedTurnDataset,
     DemoArguments,
+    StageTimes,
     demo_output_dir,
     describe_data,
     evaluate_demo_answers,
@@ -308,6 +310,8 @@ def main(argv: list[str] | None = None):
 
 
 def _main(argv: list[str], progress: dict):
+    stages = StageTimes()  # wall and CPU seconds per stage, printed at the end of a demo run
+    startup_cpu = StageTimes.cpu_now()  # the interpreter and the imports, before main
     model_args, data_args, demo_args, training_args = parse_arguments(argv)
     demo = data_args.data_dir is None
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
@@ -331,6 +335,8 @@ def _main(argv: list[str], progress: dict):
         from accelerate.utils import broadcast_object_list
 
         run_id = broadcast_object_list([run_id])[0]
+    data_stage = stages.stage("data")
+    data_stage.__enter__()
     if demo:
         with training_args.main_process_first(desc="synthetic data"):
             prepare_demo_data(demo_args, data_args, model_args, training_args.output_dir, main_process)
@@ -349,9 +355,12 @@ def _main(argv: list[str], progress: dict):
     stream_dims = stores[needed[0]].feature_dims()
     video_feature_dim = sum(stream_dims[stream] for stream in streams)
 
+    data_stage.__exit__(None, None, None)
+
     # ------------------------------------------------------------------ model
     set_seed(training_args.seed)  # the new layers' initialisation does not depend on what ran before (e.g. a cache miss)
-    processor, model = load_processor_and_model(model_args, video_feature_dim, streams, data_args)
+    with stages.stage("model"):
+        processor, model = load_processor_and_model(model_args, video_feature_dim, streams, data_args)
     caption_fields = [name.strip() for name in data_args.caption_fields.split(",") if name.strip()]
     collator = DataCollatorForVGD(
         processor,
@@ -366,22 +375,28 @@ def _main(argv: list[str], progress: dict):
 
     # every turn through the processor's text side once, before step 1: a turn it refuses is named here (file,
     # dialogue, video id, turn), not at the step that draws it
-    if training_args.do_predict:
-        check_test_keys_unique(test_json_path)
-    for name in needed:
-        generation = name == "test"
-        drop_bad_examples(name, splits, processor, caption_fields, data_args.skip_bad_examples, for_generation=generation,
-                          max_new_tokens=training_args.generation_max_new_tokens if generation else None)
+    with stages.stage("data"):
+        if training_args.do_predict:
+            check_test_keys_unique(test_json_path)
+        for name in needed:
+            generation = name == "test"
+            drop_bad_examples(name, splits, processor, caption_fields, data_args.skip_bad_examples, for_generation=generation,
+                              max_new_tokens=training_args.generation_max_new_tokens if generation else None)
 
     video_lengths = {}  # per split, read once from the .npy headers
 
     def turns(name, for_generation=False):
         if name not in video_lengths:
             video_lengths[name] = video_token_counts(stores[name], splits[name]["image_id"], processor)
-        return DialogueTurnDataset(splits[name], stores[name], processor, caption_fields, for_generation=for_generation, video_lengths=video_lengths[name])
+        # the demo's training turns are processed once, not once per epoch (same batches; avsd_dataset/demo.py)
+        cached = demo and demo_args.demo_cache_train_turns and name == "train" and not for_generation
+        dataset_class = CachedTurnDataset if cached else DialogueTurnDataset
+        return dataset_class(splits[name], stores[name], processor, caption_fields, for_generation=for_generation, video_lengths=video_lengths[name])
 
-    train_dataset = turns("train") if training_args.do_train else None
-    eval_dataset = turns("validation") if "validation" in splits and training_args.do_eval else None
+    with stages.stage("data"):
+        train_dataset = turns("train") if training_args.do_train else None
+        eval_dataset = turns("validation") if "validation" in splits and training_args.do_eval else None
+        eval_generation_dataset = turns("validation", for_generation=True) if eval_dataset is not None else None
     trainer = VGDTrainer(
         model=model,
         args=training_args,
@@ -389,7 +404,7 @@ def _main(argv: list[str], progress: dict):
         eval_dataset=eval_dataset,
         data_collator=collator,
         processing_class=processor,
-        eval_generation_dataset=turns("validation", for_generation=True) if eval_dataset is not None else None,
+        eval_generation_dataset=eval_generation_dataset,
         run_id=run_id,
     )
     progress["trainer"] = trainer
@@ -400,7 +415,9 @@ def _main(argv: list[str], progress: dict):
     all_metrics = {}
 
     # ------------------------------------------------------------------ train
+    training_stage = stages.stage("training")
     if training_args.do_train:
+        training_stage.__enter__()
         # SIGTERM / SIGUSR1 (cluster schedulers, `timeout`): finish the step, save a checkpoint, stop (vgd_training/signals.py)
         stopper = StopOnSignalCallback()
         trainer.add_callback(stopper)
@@ -432,11 +449,13 @@ def _main(argv: list[str], progress: dict):
         trainer.save_state()
         if trainer.is_world_process_zero():
             trainer.create_model_card(dataset=description)
+        training_stage.__exit__(None, None, None)
 
     try:
         # ------------------------------------------------------------------ evaluate
         if training_args.do_eval and eval_dataset is not None:
-            metrics = trainer.evaluate()
+            with stages.stage("evaluation"):
+                metrics = trainer.evaluate()
             trainer.log_metrics("eval", metrics)
             trainer.save_metrics("eval", metrics)
             written["eval metrics"] = os.path.join(training_args.output_dir, "eval_results.json")
@@ -445,7 +464,10 @@ def _main(argv: list[str], progress: dict):
 
         # ------------------------------------------------------------------ predict
         if training_args.do_predict:
-            predictions = trainer.generate_responses(turns("test", for_generation=True), description="Decoding the test split")
+            with stages.stage("decoding"):
+                predictions = trainer.generate_responses(turns("test", for_generation=True), description="Decoding the test split")
+            scoring_stage = stages.stage("scoring")
+            scoring_stage.__enter__()
             if trainer.is_world_process_zero():
                 written["predictions"] = write_result_file(test_json_path, splits["test"], predictions, os.path.join(training_args.output_dir, "test_result.json"))
                 empty = sum(1 for text in predictions if not text.strip())
@@ -458,15 +480,20 @@ def _main(argv: list[str], progress: dict):
 
                     references = [list(refs) for refs in splits["test"]["references"]]
                     all_metrics.update(avsd_caption_metrics([filter_stopwords(text) for text in predictions], references))
+            scoring_stage.__exit__(None, None, None)
             if demo:
                 all_metrics.update(
-                    evaluate_demo_answers(trainer, predictions, data_args.data_dir, splits["test"], stores["test"], processor, caption_fields, training_args.seed)
+                    evaluate_demo_answers(trainer, predictions, data_args.data_dir, splits["test"], stores["test"], processor, caption_fields,
+                                          training_args.seed, stages=stages)
                 )
             if trainer.is_world_process_zero():
                 written["test metrics"] = os.path.join(training_args.output_dir, "metrics.json")
                 write_json_atomic(written["test metrics"], all_metrics)
                 if demo:
                     print_demo_table(all_metrics, f"test metrics ({len(predictions)} turns)")
+                    stages.print_table(f"time per stage (start-up before them: {startup_cpu:.1f} s CPU)")
+                    write_json_atomic(os.path.join(training_args.output_dir, "stage_times.json"),
+                                      {"startup_cpu_s": round(startup_cpu, 2), "stages": stages.as_dict(), "torch_threads": torch.get_num_threads()})
                 else:
                     trainer.log_metrics("test", all_metrics)
 
