@@ -396,7 +396,9 @@ def _main(argv: list[str], progress: dict):
     with stages.stage("data"):
         train_dataset = turns("train") if training_args.do_train else None
         eval_dataset = turns("validation") if "validation" in splits and training_args.do_eval else None
-        eval_generation_dataset = turns("validation", for_generation=True) if eval_dataset is not None else None
+        # --eval_max_generation_examples 0: the evaluation computes the losses and the matching accuracy, decodes nothing
+        decode_validation = eval_dataset is not None and training_args.eval_max_generation_examples != 0
+        eval_generation_dataset = turns("validation", for_generation=True) if decode_validation else None
     trainer = VGDTrainer(
         model=model,
         args=training_args,

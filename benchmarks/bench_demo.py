@@ -108,6 +108,7 @@ def main():
     args = parser.parse_args()
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench_demo_")
+    os.makedirs(workdir, exist_ok=True)
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average at start {os.getloadavg()[0]:.2f} (CPU times are "
           f"comparable on a shared machine, wall times are not)", flush=True)
     results = {}
