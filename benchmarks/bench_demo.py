@@ -101,7 +101,7 @@ def run_case(name: str, args: list[str], workdir: str, seed: int, max_steps: int
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES), help="Which cases to run, in this order.")
     parser.add_argument("--max_steps", type=int, default=None, help="Shorten training in every case (a quick look; accuracy meaningless).")
     parser.add_argument("--workdir", default=None, help="Keep the runs' folders here (default: a temporary folder, removed).")
     parser.add_argument("--output_json", default=None)
@@ -119,16 +119,16 @@ def main():
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    names = list(results)
+    names = [name for name in CASES if name in results]  # before, after: the ratio column is before / after
     print(f"\nCPU seconds per stage (seed {args.seed}" + (f", --max_steps {args.max_steps}" if args.max_steps else "") + ")")
-    header = f"{'stage':<22}" + "".join(f"{name:>10}" for name in names) + (f"{'ratio':>10}" if len(names) == 2 else "")
+    header = f"{'stage':<22}" + "".join(f"{name:>10}" for name in names) + (f"{'before/after':>13}" if len(names) == 2 else "")
     print(header)
     print("-" * len(header))
 
     def row(label, values):
         line = f"{label:<22}" + "".join(f"{value:10.1f}" if value is not None else f"{'-':>10}" for value in values)
         if len(values) == 2 and values[0] and values[1]:
-            line += f"{values[0] / values[1]:9.2f}x"
+            line += f"{values[0] / values[1]:12.2f}x"
         print(line)
 
     row("start-up (imports)", [results[name]["startup_cpu_s"] for name in names])
@@ -138,7 +138,7 @@ def main():
     row("wall (shared machine)", [results[name]["wall_s"] for name in names])
     print(f"{'training steps':<22}" + "".join(f"{results[name]['train_steps'] or 0:10d}" for name in names))
     for key in METRICS:
-        print(f"{key:<22}" + "".join(f"{results[name]['metrics'][key]:10.3f}" if results[name]["metrics"][key] is not None else f"{'-':>10}" for name in names))
+        print(f"{key[:22]:<22}" + "".join(f"{results[name]['metrics'][key]:10.3f}" if results[name]["metrics"][key] is not None else f"{'-':>10}" for name in names))
     if args.output_json:
         with open(args.output_json, "w") as f:
             json.dump({"cpu": cpu_model(), "seed": args.seed, "max_steps": args.max_steps, "results": results}, f, indent=1)
