@@ -103,6 +103,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES), help="Which cases to run, in this order.")
     parser.add_argument("--max_steps", type=int, default=None, help="Shorten training in every case (a quick look; accuracy meaningless).")
+    parser.add_argument("--extra_args", default="", help="More run_vgd.py arguments for every case, one string (e.g. a smaller demo for a test).")
     parser.add_argument("--workdir", default=None, help="Keep the runs' folders here (default: a temporary folder, removed).")
     parser.add_argument("--output_json", default=None)
     args = parser.parse_args()
@@ -114,7 +115,7 @@ def main():
     results = {}
     try:
         for name in args.cases:
-            results[name] = run_case(name, CASES[name], workdir, args.seed, args.max_steps)
+            results[name] = run_case(name, CASES[name] + args.extra_args.split(), workdir, args.seed, args.max_steps)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

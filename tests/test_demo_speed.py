@@ -88,3 +88,26 @@ def test_demo_defaults_of_issue_24():
     defaults = avsd_demo.DEMO_TRAINING_DEFAULTS
     assert defaults["num_train_epochs"] == 6 and defaults["eval_max_generation_examples"] == 0 and defaults["cpu_threads"] == 1
     assert avsd_demo.DemoArguments().demo_cache_train_turns is True
+
+
+def test_bench_demo_runs_both_cases(tmp_path):
+    """benchmarks/bench_demo.py end to end on a minuscule demo (2 steps): both cases, the per-stage table, the JSON."""
+    import os
+    import subprocess
+    import sys
+
+    from test_run_vgd import REPO_ROOT
+
+    output = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "benchmarks", "bench_demo.py"), "--max_steps", "2", "--workdir", str(tmp_path / "work"),
+         "--output_json", str(output), "--extra_args", " ".join(TINY)],
+        capture_output=True, text=True, cwd=REPO_ROOT,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "whole command" in result.stdout and "before/after" in result.stdout
+    report = json.loads(output.read_text())
+    assert set(report["results"]) == {"before", "after"}
+    for case in report["results"].values():
+        assert {"training", "decoding", "scoring"} <= set(case["stages"]) and case["command_cpu_s"] > 0
+    assert "evaluation" in report["results"]["before"]["stages"]
