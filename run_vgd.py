@@ -493,9 +493,6 @@ def _main(argv: list[str], progress: dict):
                 write_json_atomic(written["test metrics"], all_metrics)
                 if demo:
                     print_demo_table(all_metrics, f"test metrics ({len(predictions)} turns)")
-                    stages.print_table(f"time per stage (start-up before them: {startup_cpu:.1f} s CPU)")
-                    write_json_atomic(os.path.join(training_args.output_dir, "stage_times.json"),
-                                      {"startup_cpu_s": round(startup_cpu, 2), "stages": stages.as_dict(), "torch_threads": torch.get_num_threads()})
                 else:
                     trainer.log_metrics("test", all_metrics)
 
@@ -516,6 +513,10 @@ def _main(argv: list[str], progress: dict):
         # every process finishes together and closes its process group (no aborts at interpreter exit)
         trainer.accelerator.wait_for_everyone()
         torch.distributed.destroy_process_group()
+    if demo and trainer.is_world_process_zero():
+        stages.print_table(f"time per stage (start-up before them: {startup_cpu:.1f} s CPU)")
+        written["time per stage"] = os.path.join(training_args.output_dir, "stage_times.json")
+        write_json_atomic(written["time per stage"], {"startup_cpu_s": round(startup_cpu, 2), "stages": stages.as_dict(), "torch_threads": torch.get_num_threads()})
     if trainer.is_world_process_zero():
         report_outputs(written)
     return all_metrics
