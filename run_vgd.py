@@ -41,7 +41,9 @@ from avsd_dataset.demo import (
     DEMO_OUTPUT_DIR,
     DEMO_TRAINING_DEFAULTS,
     SMOKE_OUTPUT_DIR,
+    CachedTurnDataset,
     DemoArguments,
+    StageTimes,
     demo_output_dir,
     describe_data,
     evaluate_demo_answers,
@@ -293,6 +295,8 @@ def main(argv: list[str] | None = None):
 
 
 def _main(argv: list[str], progress: dict):
+    stages = StageTimes()  # wall and CPU seconds per stage, printed at the end of a demo run
+    startup_cpu = StageTimes.cpu_now()  # the interpreter and the imports, before main
     model_args, data_args, demo_args, training_args = parse_arguments(argv)
     demo = data_args.data_dir is None
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
@@ -320,6 +324,7 @@ def _main(argv: list[str], progress: dict):
         from accelerate.utils import broadcast_object_list
 
         run_id = broadcast_object_list([run_id])[0]
+    stages.start("data")
     if demo:
         with training_args.main_process_first(desc="synthetic data"):
             prepare_demo_data(demo_args, data_args, model_args, training_args.output_dir, main_process)
@@ -338,9 +343,12 @@ def _main(argv: list[str], progress: dict):
     stream_dims = stores[needed[0]].feature_dims()
     video_feature_dim = sum(stream_dims[stream] for stream in streams)
 
+    stages.stop("data")
+
     # ------------------------------------------------------------------ model
     set_seed(training_args.seed)  # the new layers' initialisation does not depend on what ran before (e.g. a cache miss)
-    processor, model = load_processor_and_model(model_args, video_feature_dim, streams, data_args)
+    with stages.stage("model"):
+        processor, model = load_processor_and_model(model_args, video_feature_dim, streams, data_args)
     caption_fields = [name.strip() for name in data_args.caption_fields.split(",") if name.strip()]
     collator = DataCollatorForVGD(
         processor,
@@ -355,22 +363,30 @@ def _main(argv: list[str], progress: dict):
 
     # every turn through the processor's text side once, before step 1: a turn it refuses is named here (file,
     # dialogue, video id, turn), not at the step that draws it
-    if training_args.do_predict:
-        check_test_keys_unique(test_json_path)
-    for name in needed:
-        generation = name == "test"
-        drop_bad_examples(name, splits, processor, caption_fields, data_args.skip_bad_examples, for_generation=generation,
-                          max_new_tokens=training_args.generation_max_new_tokens if generation else None)
+    with stages.stage("data"):
+        if training_args.do_predict:
+            check_test_keys_unique(test_json_path)
+        for name in needed:
+            generation = name == "test"
+            drop_bad_examples(name, splits, processor, caption_fields, data_args.skip_bad_examples, for_generation=generation,
+                              max_new_tokens=training_args.generation_max_new_tokens if generation else None)
 
     video_lengths = {}  # per split, read once from the .npy headers
 
     def turns(name, for_generation=False):
         if name not in video_lengths:
             video_lengths[name] = video_token_counts(stores[name], splits[name]["image_id"], processor)
-        return DialogueTurnDataset(splits[name], stores[name], processor, caption_fields, for_generation=for_generation, video_lengths=video_lengths[name])
+        # the demo's training turns are processed once, not once per epoch (same batches; avsd_dataset/demo.py)
+        cached = demo and demo_args.demo_cache_train_turns and name == "train" and not for_generation
+        dataset_class = CachedTurnDataset if cached else DialogueTurnDataset
+        return dataset_class(splits[name], stores[name], processor, caption_fields, for_generation=for_generation, video_lengths=video_lengths[name])
 
-    train_dataset = turns("train") if training_args.do_train else None
-    eval_dataset = turns("validation") if "validation" in splits and training_args.do_eval else None
+    with stages.stage("data"):
+        train_dataset = turns("train") if training_args.do_train else None
+        eval_dataset = turns("validation") if "validation" in splits and training_args.do_eval else None
+        # --eval_max_generation_examples 0: the evaluation computes the losses and the matching accuracy, decodes nothing
+        decode_validation = eval_dataset is not None and training_args.eval_max_generation_examples != 0
+        eval_generation_dataset = turns("validation", for_generation=True) if decode_validation else None
     trainer = VGDTrainer(
         model=model,
         args=training_args,
@@ -378,7 +394,7 @@ def _main(argv: list[str], progress: dict):
         eval_dataset=eval_dataset,
         data_collator=collator,
         processing_class=processor,
-        eval_generation_dataset=turns("validation", for_generation=True) if eval_dataset is not None else None,
+        eval_generation_dataset=eval_generation_dataset,
         run_id=run_id,
     )
     progress["trainer"] = trainer
@@ -390,6 +406,7 @@ def _main(argv: list[str], progress: dict):
 
     # ------------------------------------------------------------------ train
     if training_args.do_train:
+        stages.start("training")
         # SIGTERM / SIGUSR1 (cluster schedulers, `timeout`): finish the step, save a checkpoint, stop (vgd_training/signals.py)
         stopper = StopOnSignalCallback()
         trainer.add_callback(stopper)
@@ -421,6 +438,7 @@ def _main(argv: list[str], progress: dict):
         trainer.save_state()
         if trainer.is_world_process_zero():
             trainer.create_model_card(dataset=description)
+        stages.stop("training")
 
     if main_process:
         # an evaluation-only run into a folder it replaces: the earlier results go before the new ones are written
@@ -429,7 +447,8 @@ def _main(argv: list[str], progress: dict):
     try:
         # ------------------------------------------------------------------ evaluate
         if training_args.do_eval and eval_dataset is not None:
-            metrics = trainer.evaluate()
+            with stages.stage("evaluation"):
+                metrics = trainer.evaluate()
             trainer.log_metrics("eval", metrics)
             trainer.save_metrics("eval", metrics)
             written["eval metrics"] = os.path.join(training_args.output_dir, "eval_results.json")
@@ -438,7 +457,9 @@ def _main(argv: list[str], progress: dict):
 
         # ------------------------------------------------------------------ predict
         if training_args.do_predict:
-            predictions = trainer.generate_responses(turns("test", for_generation=True), description="Decoding the test split")
+            with stages.stage("decoding"):
+                predictions = trainer.generate_responses(turns("test", for_generation=True), description="Decoding the test split")
+            stages.start("scoring")
             if trainer.is_world_process_zero():
                 written["predictions"] = write_result_file(test_json_path, splits["test"], predictions, os.path.join(training_args.output_dir, "test_result.json"))
                 empty = sum(1 for text in predictions if not text.strip())
@@ -451,10 +472,11 @@ def _main(argv: list[str], progress: dict):
 
                     references = [list(refs) for refs in splits["test"]["references"]]
                     all_metrics.update(avsd_caption_metrics([filter_stopwords(text) for text in predictions], references))
+            stages.stop("scoring")
             if demo or data_args.synthetic_answer_accuracy:
                 all_metrics.update(
                     evaluate_demo_answers(trainer, predictions, data_args.data_dir, splits["test"], stores["test"], processor, caption_fields,
-                                          training_args.seed, per_type=data_args.synthetic_answer_accuracy)
+                                          training_args.seed, per_type=data_args.synthetic_answer_accuracy, stages=stages)
                 )
             if trainer.is_world_process_zero():
                 written["test metrics"] = os.path.join(training_args.output_dir, "metrics.json")
@@ -481,6 +503,10 @@ def _main(argv: list[str], progress: dict):
         # every process finishes together and closes its process group (no aborts at interpreter exit)
         trainer.accelerator.wait_for_everyone()
         torch.distributed.destroy_process_group()
+    if demo and trainer.is_world_process_zero():
+        stages.print_table(f"time per stage (start-up before them: {startup_cpu:.1f} s CPU)")
+        written["time per stage"] = os.path.join(training_args.output_dir, "stage_times.json")
+        write_json_atomic(written["time per stage"], {"startup_cpu_s": round(startup_cpu, 2), "stages": stages.as_dict(), "torch_threads": torch.get_num_threads()})
     if trainer.is_world_process_zero():
         report_outputs(written)
     return all_metrics
