@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -48,14 +47,11 @@ METRICS = ("answer_accuracy", "answer_accuracy_shuffled_video", "answer_accuracy
 
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    """The CPU model name (bench_extraction's reader: numpy and torch only, nothing of the project)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_extraction import _cpu_name
+
+    return _cpu_name()
 
 
 def run_case(name: str, args: list[str], workdir: str, seed: int, max_steps: int | None) -> dict:
