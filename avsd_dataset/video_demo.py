@@ -253,7 +253,6 @@ def stage_standardize(args, where):
 def stage_gpt2(args, where):
     if args.model_name_or_path is not None:
         return {"path": args.model_name_or_path, "_note": f"given: {args.model_name_or_path}"}
-    from .demo import link_latest  # noqa: F401  (same layout as the demo's cache)
     from .offline_gpt2 import build_offline_gpt2
     from .synthetic import corpus_texts
 

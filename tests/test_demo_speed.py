@@ -6,7 +6,6 @@ import json
 import time
 
 import numpy as np
-import pytest
 from safetensors.numpy import load_file
 
 import avsd_dataset.demo as avsd_demo

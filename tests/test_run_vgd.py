@@ -10,7 +10,6 @@ import pytest
 import torch
 import yaml
 
-import vgd_training.process as vgd_process
 import avsd_dataset.demo as avsd_demo
 import run_vgd
 from vgd_training import TrainingDivergedError, VGDTrainer
