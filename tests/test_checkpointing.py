@@ -209,3 +209,17 @@ def test_losses_logged_after_a_ctrl_c_mid_accumulation_window_equal_the_uninterr
     got = [{k: log[k] for k in keys} for log in train_logs(resumed) if log["step"] > 5]
     assert [log["step"] for log in got] == [8, 12]
     assert got == expected
+
+
+def test_last_in_a_folder_that_names_no_run_says_whose_checkpoint_it_continues(tiny_gpt2_dir, straight_run, tmp_path, caplog):
+    """Issue 22, item 2: a folder without _run_vgd.json resuming with "last" took any run's checkpoint and logged it as
+    "of this run"; now it says the folder names no run and which run the checkpoint continues."""
+    straight_dir, _ = straight_run
+    shutil.copytree(straight_dir / "checkpoint-4", tmp_path / "checkpoint-4")
+    trainer = make_trainer(tiny_gpt2_dir, tmp_path, max_steps=4, run_id=None)
+    with caplog.at_level("INFO"):
+        path = trainer.last_complete_checkpoint()
+    assert path == str(tmp_path / "checkpoint-4")
+    messages = [record.getMessage() for record in caplog.records if "Resuming from" in record.getMessage()]
+    assert len(messages) == 1 and "the folder names no run, so this continues the checkpoint's run run-a" in messages[0]
+    assert "of this run" not in messages[0]

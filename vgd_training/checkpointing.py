@@ -368,7 +368,13 @@ class AtomicCheckpointMixin:
         if path is None:
             reasons = "; ".join(f"{os.path.basename(folder)}: {reason}" for folder, reason in skipped) or "there is no checkpoint-* folder"
             raise ValueError(f"no complete checkpoint of this run to resume from in {self.args.output_dir} ({reasons})")
-        logger.info("Resuming from %s, the newest complete checkpoint of this run", path)
+        if self.run_id is None:  # a folder that names no run (no _run_vgd.json): the checkpoint's run is continued
+            logger.warning(
+                "Resuming from %s, the newest complete checkpoint in %s; the folder names no run, so this continues the "
+                "checkpoint's run %s", path, self.args.output_dir, (read_checkpoint_info(path) or {}).get("run_id"),
+            )
+        else:
+            logger.info("Resuming from %s, the newest complete checkpoint of this run", path)
         return path
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
