@@ -43,7 +43,6 @@ from avsd_dataset.demo import (
     SMOKE_OUTPUT_DIR,
     CachedTurnDataset,
     DemoArguments,
-    StageTimes,
     demo_output_dir,
     describe_data,
     evaluate_demo_answers,
@@ -68,6 +67,7 @@ from vgd_training.checkpointing import check_output_dir_writable, write_json_ato
 from vgd_training.output_folder import bytes_needed_on_disk, prepare_output_dir, release_output_dirs, replace_earlier_results, report_outputs
 from vgd_training.signals import StopOnSignalCallback, stop_after_signal
 from vgd_training.process import (
+    StageTimes,
     apply_total_train_batch_size,
     check_distributed_launch,
     configure_cpu_threads,

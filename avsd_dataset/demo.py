@@ -13,13 +13,12 @@ import hashlib
 import json
 import logging
 import os
-import resource
 import shutil
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+
+from vgd_training.process import StageTimes
 
 from .synthetic import answer_accuracy, load_ground_truth
 from .turns import DialogueTurnDataset, shuffled_videos
@@ -82,53 +81,6 @@ class DemoArguments:
         metadata={"help": "Process each training turn once and keep it in memory instead of once per epoch (the same batches, "
                   "less CPU time; false: as before issue 24)."},
     )
-
-
-class StageTimes:
-    """Wall and CPU seconds per stage of a run (data, model, training, evaluation, decoding, scoring), summed over
-    the times a stage is entered. CPU = user + system time of this process and of the children it waited for
-    (the METEOR scorer's Java), so that runs on a shared machine can be compared by what they cost, not by how
-    long they waited for a core."""
-
-    def __init__(self):
-        self.wall: dict[str, float] = {}
-        self.cpu: dict[str, float] = {}
-
-    @staticmethod
-    def cpu_now() -> float:
-        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-    def start(self, name: str) -> None:
-        """Start timing `name` (for a stage that spans more than one block; otherwise `with stage(name)`)."""
-        self._started = getattr(self, "_started", {})
-        self._started[name] = (time.perf_counter(), self.cpu_now())
-
-    def stop(self, name: str) -> None:
-        wall, cpu = self._started.pop(name)
-        self.wall[name] = self.wall.get(name, 0.0) + time.perf_counter() - wall
-        self.cpu[name] = self.cpu.get(name, 0.0) + self.cpu_now() - cpu
-
-    @contextmanager
-    def stage(self, name: str):
-        self.start(name)
-        try:
-            yield
-        finally:
-            self.stop(name)
-
-    def as_dict(self) -> dict[str, dict[str, float]]:
-        return {name: {"wall_s": round(self.wall[name], 2), "cpu_s": round(self.cpu[name], 2)} for name in self.wall}
-
-    def print_table(self, title: str = "time per stage"):
-        names = list(self.wall)
-        width = max([len(name) for name in names] + [5])
-        print(f"\n***** {title} *****")
-        print(f"{'stage':<{width}}  {'wall s':>8}  {'CPU s':>8}")
-        for name in names:
-            print(f"{name:<{width}}  {self.wall[name]:8.1f}  {self.cpu[name]:8.1f}")
-        print(f"{'total':<{width}}  {sum(self.wall.values()):8.1f}  {sum(self.cpu.values()):8.1f}")
-        print(f"(CPU = user + system seconds of the run, Java scorer included; torch threads: {torch.get_num_threads()})")
 
 
 class CachedTurnDataset(DialogueTurnDataset):

@@ -9,6 +9,7 @@ import numpy as np
 from safetensors.numpy import load_file
 
 import avsd_dataset.demo as avsd_demo
+import vgd_training.process as vgd_process
 import run_vgd
 from test_run_vgd import TINY
 
@@ -66,7 +67,7 @@ def test_cached_turn_dataset_hands_out_copies():
 
 
 def test_stage_times_count_cpu_and_wall(capsys):
-    stages = avsd_demo.StageTimes()
+    stages = vgd_process.StageTimes()
     with stages.stage("training"):
         end = time.process_time() + 0.05
         while time.process_time() < end:
