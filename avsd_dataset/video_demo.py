@@ -81,6 +81,11 @@ class VideoDemoArguments:
     extract_threads: int = field(default=1, metadata={"help": "Torch threads of the backbone."})
     standardize_features: bool = field(default=True, metadata={"help": "Standardise the backbone's output per channel with the mean / std of the training videos' features (fitted once, recorded in backbone.json and the model's config, applied by the model's backbone too)."})
     # model and training
+    video_pooling: str = field(
+        default="spatiotemporal",
+        metadata={"help": "Video tokens the model reads (run_vgd --video_pooling): spatiotemporal (every clip x region), temporal "
+                  "(one token per clip, the regions averaged) or spatial (one per region, the clips averaged)."},
+    )
     model_name_or_path: str | None = field(default=None, metadata={"help": "A GPT-2 to start from (default: the demo-size GPT-2 built offline)."})
     n_layer: int = field(default=2, metadata={"help": "Layers of the offline GPT-2."})
     n_embd: int = field(default=128, metadata={"help": "Width of the offline GPT-2."})
@@ -187,7 +192,8 @@ def training_arguments(args: VideoDemoArguments, where: dict[str, str], model_pa
         cpu_threads=args.cpu_threads,
     )
     argv = ["--model_name_or_path", model_path, "--data_dir", where["data_dir"], "--feature_dir", where["feature_dir"],
-            "--feature_streams", where["stream"], "--synthetic_answer_accuracy", "true", "--overwrite_output_dir", "true"]
+            "--feature_streams", where["stream"], "--video_pooling", args.video_pooling,
+            "--synthetic_answer_accuracy", "true", "--overwrite_output_dir", "true"]
     for key, value in settings.items():
         argv += [f"--{key}", str(value)]
     return argv
