@@ -139,7 +139,10 @@ def decode_video(
         video_backend=backend,
         frames_indices=[int(i) for i in indices],
     )
-    metadata.declared_num_frames = declared_frames  # compared with total_num_frames by extract_features (truncation)
+    # The container's frame count and the frames decoded at the native rate (before any resampling to `fps`):
+    # extract_features compares the two to warn about truncated files.
+    metadata.declared_num_frames = declared_frames
+    metadata.decoded_num_frames = len(frames)
     return array, metadata
 
 

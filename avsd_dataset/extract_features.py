@@ -290,7 +290,8 @@ class VideoClipsDataset(torch.utils.data.Dataset):
             "clips": output["pixel_values_videos"][0],
             "num_frames": int(output["video_num_frames"][0]),
             "variable_frame_rate": metadata.video_backend == "pyav+vfr",
-            "decoded_num_frames": int(metadata.total_num_frames or 0),
+            # native-rate frames (total_num_frames counts them after resampling to --fps)
+            "decoded_num_frames": int(getattr(metadata, "decoded_num_frames", None) or metadata.total_num_frames or 0),
             "declared_num_frames": int(getattr(metadata, "declared_num_frames", 0) or 0),
         }
 

@@ -68,6 +68,22 @@ def test_a_truncated_video_is_extracted_with_a_warning_naming_it(tmp_path, caplo
     assert len(warnings) == 1 and "cut.mp4" in warnings[0] and "declares 64 frames" in warnings[0]
 
 
+def test_resampling_to_fewer_frames_per_second_is_not_taken_for_truncation(tmp_path, caplog):
+    """`--fps 8` on whole 24-fps videos keeps a third of the frames: no "container declares" warning (the check
+    compares the container's count with the frames decoded at its own rate, not with the resampled ones)."""
+    from avsd_dataset.extract_features import main
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    _write_noise_mp4(videos / "a.mp4")
+    _write_noise_mp4(videos / "b.mp4", num_frames=48)
+    with caplog.at_level("WARNING"):
+        totals = main([str(videos), str(tmp_path / "features"), "--backbone", "r3d_18", "--random_init", "--clip_length", "8",
+                       "--crop_size", "16", "--resize_size", "16", "--layer", "layer2", "--num_workers", "0", "--fps", "8"])
+    assert totals["done"] == 2 and totals["truncated"] == 0
+    assert not [record for record in caplog.records if "container declares" in record.getMessage()]
+
+
 def test_a_full_disk_names_the_file_and_folder(tmp_path, monkeypatch):
     import errno
 

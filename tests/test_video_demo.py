@@ -131,3 +131,25 @@ def test_pretrained_weights_path_with_a_local_weights_file(demo_run, tmp_path, m
 
     again = answer_from_file(str(tmp_path / "model"), result["paths"]["data_dir"], result["paths"]["feature_dir"], "r3d_18", 1, 4)
     assert again["answer_from_video"] == result["answer"]["answer_from_video"]
+
+
+def test_temporal_pooling_reuses_the_features_and_answers_from_an_mp4_with_one_token_per_clip(demo_run, tmp_path):
+    """`--video_pooling temporal`: the same videos and features, a model that reads one token per clip (the regions
+    averaged), recorded in its config, and the same answer from a test .mp4 as from its extracted features."""
+    from avsd_dataset.video_demo import main
+    from modeling_vgd_gpt2 import VGDGPT2ForDialogue
+    from processing_vgd import VGDProcessor
+
+    root, _, first = demo_run
+    argv = ["--output_dir", str(tmp_path / "model"), "--cache_dir", str(root / "cache"), "--backbone_seed", "5", *CI_ARGS,
+            "--video_pooling", "temporal"]
+    result = main(argv)
+    assert result["rendered"]["rendered"] == 0 and result["extracted"]["train"]["done"] == 0 and result["trained"] is True
+    assert result["paths"]["feature_dir"] == first["paths"]["feature_dir"]
+    model = VGDGPT2ForDialogue.from_pretrained(str(tmp_path / "model"))
+    assert model.config.video_pooling == "temporal"
+    features = np.load(os.path.join(first["paths"]["feature_dir"], "r3d_18_testset", result["answer"]["image_id"] + ".npy"))
+    processor = VGDProcessor.from_pretrained(str(tmp_path / "model"))
+    inputs = processor(video_features=features, question="where is he ?", return_tensors="pt")
+    assert inputs["video_features"].shape[1:3] == (features.shape[0], 1)  # [B, F, 1, D]: one token per clip
+    assert result["answer"]["answer_from_video"] == result["answer"]["answer_from_features"]
