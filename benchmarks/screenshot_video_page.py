@@ -9,7 +9,7 @@ Starts `python -m vgd_apps.web` on a free port, picks the test video in the page
 own scored question (without its history: the page starts a conversation), waits for the answer and its relevance
 map, saves the screenshot, and prints the page's answer next to the `video-grounded-dialogue` pipeline's answer for
 the same video file, caption and question, and next to the ground truth. Needs Debian's `chromium` and
-`chromium-driver`, selenium and gradio.
+`chromium-driver`, selenium, gradio and pytest (the helpers of tests/test_app_browser.py).
 """
 
 from __future__ import annotations
@@ -17,40 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_page(model_dir: str, data_dir: str, port: int, log_path: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": REPO_ROOT, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "vgd_apps.web", "--model", model_dir, "--data_dir", data_dir, "--port", str(port), "--max_demo_videos", "400"]
-    process = subprocess.Popen(command, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the page exited with {process.returncode}:\n{open(log_path).read()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.5)
-    process.terminate()
-    raise RuntimeError(f"the page did not answer within 180 s:\n{open(log_path).read()[-3000:]}")
+sys.path[:0] = [REPO_ROOT, os.path.join(REPO_ROOT, "tests")]  # the page's browser helpers live with its test
 
 
 def main(argv=None) -> int:
@@ -61,14 +33,13 @@ def main(argv=None) -> int:
     parser.add_argument("--png", default=os.path.join(REPO_ROOT, "docs", "video_page.png"))
     args = parser.parse_args(argv)
 
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
     from transformers import pipeline
 
     from avsd_dataset.synthetic import TEST_FILE, load_ground_truth
     from avsd_dataset.synthetic_video import TEST_VIDEO_DIR
+    from test_app_browser import free_port, headless_chromium, start_app
 
     with open(os.path.join(args.data_dir, TEST_FILE), encoding="utf-8") as f:
         dialogs = {d["image_id"]: d for d in json.load(f)["dialogs"]}
@@ -83,13 +54,8 @@ def main(argv=None) -> int:
 
     port = free_port()
     work = tempfile.mkdtemp(prefix="video-page-")
-    page = start_page(args.model_dir, args.data_dir, port, os.path.join(work, "page.log"))
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
-                 "--window-size=1400,1000", f"--user-data-dir={os.path.join(work, 'chromium')}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    page = start_app(args.model_dir, port, os.path.join(work, "page.log"), "--data_dir", args.data_dir, "--max_demo_videos", "400")
+    driver = headless_chromium(os.path.join(work, "chromium"))
     try:
         driver.get(f"http://127.0.0.1:{port}/")
         wait = WebDriverWait(driver, 180)
