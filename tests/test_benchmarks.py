@@ -88,3 +88,19 @@ def test_static_cache_generation_section_runs_and_matches_the_dynamic_cache():
     assert result["outputs_identical"] == {"static_eager": True, "static_compiled": True}
     assert all(rate > 0 for rate in result["responses_per_s"].values())
     assert result["speedup_static_compiled_vs_dynamic_eager"] > 0
+
+
+def test_variance_share_of_the_video_probe():
+    """probe_video_features.variance_share: 1 when the class explains every feature, ~0 for unrelated classes, and the
+    per-channel standardisation makes a loud unrelated channel not drown a quiet class-driven one."""
+    import numpy as np
+
+    from probe_video_features import variance_share
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, size=2000)
+    centers = rng.standard_normal((4, 6))
+    assert variance_share(centers[labels], labels) == pytest.approx(1.0)
+    assert variance_share(rng.standard_normal((2000, 6)), labels) < 0.01
+    quiet_signal = np.stack([1e-3 * centers[labels, 0], 1e3 * rng.standard_normal(2000)], axis=1)
+    assert variance_share(quiet_signal, labels) == pytest.approx(0.5, abs=0.02)
