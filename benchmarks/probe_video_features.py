@@ -108,16 +108,15 @@ def main(argv=None):
         ys = {part: np.array([values.index(facts[fact]) for _, facts in rows]) for part, rows in data.items()}
         results[fact] = fit_probe(xs["fit"], ys["fit"], xs["test"], ys["test"], len(values))
     values = FACT_VALUES["action"]
-    xs, ys = {}, {}
+    clips_by_part, ys = {}, {}  # one example per clip: its [P, D] features and its segment's action
     for part, rows in data.items():
-        clips, labels = [], []
-        for features, facts in rows:
-            for index, action in enumerate(facts["actions"][: len(features)]):
-                clips.append(features[index].reshape(-1))
-                labels.append(values.index(action))
-        xs[part], ys[part] = np.stack(clips), np.array(labels)
+        pairs = [(features[index], values.index(action)) for features, facts in rows
+                 for index, action in enumerate(facts["actions"][: len(features)])]
+        clips_by_part[part] = np.stack([clip for clip, _ in pairs])
+        ys[part] = np.array([label for _, label in pairs])
+    xs = {part: clips.reshape(len(clips), -1) for part, clips in clips_by_part.items()}
     results["action (per clip)"] = fit_probe(xs["fit"], ys["fit"], xs["test"], ys["test"], len(values))
-    clips = np.stack([features[index] for features, facts in data["fit"] for index in range(min(len(features), len(facts["actions"])))])
+    clips = clips_by_part["fit"]
     shares = {fact: variance_share(np.stack([f.mean((0, 1)) for f, _ in data["fit"]]),
                                    np.array([FACT_VALUES[fact].index(facts[fact]) for _, facts in data["fit"]]))
               for fact in ("place", "object", "color", "count")}
@@ -130,8 +129,7 @@ def main(argv=None):
     output = {fact: {"train": a, "test": b, "majority": c, "variance_share": shares[fact]} for fact, (a, b, c) in results.items()}
     output["action (one region)"] = {"variance_share": shares["action (one region)"]}
     if args.projection_epochs > 0:
-        test_clips = np.stack([features[index] for features, facts in data["test"] for index in range(min(len(features), len(facts["actions"])))])
-        curve = projection_probe(clips, ys["fit"], test_clips, ys["test"], len(values), args.projection_epochs)
+        curve = projection_probe(clips, ys["fit"], clips_by_part["test"], ys["test"], len(values), args.projection_epochs)
         print("action per clip, the model's projection + region mean, AdamW, test accuracy per epoch: " + " ".join(f"{a:.3f}" for a in curve))
         output["action (per clip)"]["projection_probe_test_per_epoch"] = curve
     return output
