@@ -56,6 +56,12 @@ class VGDTrainingArguments(TrainingArguments):
         metadata={"help": "Replace the results of an earlier run in --output_dir (its model, metrics, predictions and "
                   "checkpoints are deleted first). Without it, run_vgd.py refuses a folder holding another run's results."},
     )
+    max_nonfinite_grad_skips: int = field(
+        default=10,
+        metadata={"help": "Optimizer steps in a row whose gradient is not finite that are skipped (the update dropped, "
+                  "a warning each, as fp16's GradScaler does) before the run stops with TrainingDivergedError; 0 stops "
+                  "at the first; -1 turns the check off (no host sync per step)."},
+    )
     cpu_threads: int | None = field(
         default=None,
         metadata={"help": "torch intra-op threads on the CPU (run_vgd.py). Default: $OMP_NUM_THREADS when set, else torch's "

@@ -2,7 +2,9 @@
 
 - `compute_loss` = `1.5 * response + mlm + mvm + mvt` (weights are `VGDTrainingArguments`), each objective normalised
   by its own item count across gradient-accumulation steps and processes, each logged beside `loss`; a loss that
-  stops being finite stops the run (`TrainingDivergedError`).
+  stops being finite stops the run (`TrainingDivergedError`); an optimizer step whose gradient is not finite (what
+  bf16 rounding of runaway attention logits produces) is skipped with a warning instead of writing NaN weights, up to
+  `--max_nonfinite_grad_skips` steps in a row.
 - `evaluate()` adds the video-text matching accuracy and the generation metrics of decoded responses (BLEU-1..4,
   METEOR, ROUGE-L, CIDEr), so the best checkpoint is chosen by a generation metric; `generate_responses` and
   `matching_accuracy` share one distributed inference loop.
@@ -104,6 +106,56 @@ class VGDTrainer(ExactResumeMixin, AtomicCheckpointMixin, Trainer):
         self._objective_totals: dict[str, torch.Tensor] | None = None
         self._objective_loss_sums = None
         self._objective_steps_last_logged = 0
+        self.nonfinite_grad_skipped_steps: list[int] = []  # optimizer steps whose update was dropped (see create_optimizer)
+        self._nonfinite_skips_in_a_row = 0
+
+    # ------------------------------------------------------------------ optimizer
+
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer, with a step pre-hook that skips an update whose gradient is not finite."""
+        optimizer = super().create_optimizer(model)
+        # (not under DeepSpeed: its engine steps the optimizer over flattened partitions of its own)
+        guard = self.args.max_nonfinite_grad_skips >= 0 and not self.is_deepspeed_enabled
+        if guard and not getattr(optimizer, "_vgd_nonfinite_guard", False):
+            optimizer.register_step_pre_hook(self._skip_nonfinite_update)
+            optimizer._vgd_nonfinite_guard = True
+        return optimizer
+
+    def _skip_nonfinite_update(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+        """Optimizer step pre-hook. One inf gradient (bf16 rounding of very large attention logits) becomes NaN in every
+        parameter it touches once `clip_grad_norm_` scales by max_norm / inf = 0, and NaN weights end the run. Like
+        fp16's `GradScaler`, drop the update instead (`grad = None`: the optimizer leaves those weights and their
+        moments alone), warn, and stop with `TrainingDivergedError` after `max_nonfinite_grad_skips` such steps in a
+        row. Every process takes the same decision (the flag is summed over processes)."""
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads:
+            return
+        not_finite = torch.stack([~torch.isfinite(torch.linalg.vector_norm(g.detach(), dtype=torch.float32)) for g in grads]).any()
+        not_finite = not_finite.to(torch.float32)
+        if self.args.world_size > 1:
+            not_finite = self.accelerator.reduce(not_finite, reduction="sum")
+        if not bool(not_finite):  # one host sync per optimizer step
+            self._nonfinite_skips_in_a_row = 0
+            return
+        step = self.state.global_step + 1
+        self._nonfinite_skips_in_a_row = getattr(self, "_nonfinite_skips_in_a_row", 0) + 1
+        self.nonfinite_grad_skipped_steps.append(step)
+        if self._nonfinite_skips_in_a_row > self.args.max_nonfinite_grad_skips:
+            raise TrainingDivergedError(
+                f"Training diverged: the gradient was not finite at {self._nonfinite_skips_in_a_row} optimizer steps in a "
+                f"row (steps {step - self._nonfinite_skips_in_a_row + 1} to {step}; --max_nonfinite_grad_skips "
+                f"{self.args.max_nonfinite_grad_skips}). The weights are still finite (those updates were skipped) but "
+                "training no longer makes progress. Try a lower --learning_rate, a longer --warmup_steps or training in "
+                "float32 (without --bf16 / --fp16)."
+            )
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = None
+        logger.warning(
+            "Optimizer step %d: the gradient is not finite; this update is skipped (the weights are unchanged; %d such "
+            "step(s) in a row, the run stops after %d). A lower --learning_rate avoids it.",
+            step, self._nonfinite_skips_in_a_row, self.args.max_nonfinite_grad_skips,
+        )
 
     # ------------------------------------------------------------------ loss
 
