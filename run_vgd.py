@@ -48,6 +48,7 @@ from avsd_dataset.demo import (
     evaluate_demo_answers,
     prepare_demo_data,
     print_demo_table,
+    warn_if_demo_learning_rate_too_high,
 )
 from avsd_dataset.features import parse_feature_streams
 from avsd_dataset.splits import (
@@ -326,6 +327,8 @@ def _main(argv: list[str], progress: dict):
         run_id = broadcast_object_list([run_id])[0]
     stages.start("data")
     if demo:
+        if model_args.model_name_or_path is None and training_args.do_train and main_process:
+            warn_if_demo_learning_rate_too_high(demo_args, training_args.learning_rate)
         with training_args.main_process_first(desc="synthetic data"):
             prepare_demo_data(demo_args, data_args, model_args, training_args.output_dir, main_process)
 

@@ -208,6 +208,25 @@ def prepare_demo_data(demo_args: DemoArguments, data_args, model_args, output_di
     return info
 
 
+def warn_if_demo_learning_rate_too_high(demo_args: DemoArguments, learning_rate: float) -> bool:
+    """Warn when `--demo_n_embd` widens the demo's scratch model but the learning rate is above half the demo's rate
+    scaled with the width (3e-3 x 128 / n_embd / 2): the H200 runs at the full scaled rate (6 x 384 at 1e-3, 12 x 768
+    at 5e-4) went NaN under bf16. Returns whether it warned."""
+    base_layers = DemoArguments.__dataclass_fields__["demo_n_layer"].default
+    base_width = DemoArguments.__dataclass_fields__["demo_n_embd"].default
+    scaled = DEMO_TRAINING_DEFAULTS["learning_rate"] * base_width / demo_args.demo_n_embd
+    if demo_args.demo_n_embd <= base_width or learning_rate <= 0.5 * scaled * 1.0001:
+        return False
+    logger.warning(
+        "--learning_rate %g is high for a %d x %d scratch model: the demo's %g is tuned for %d x %d. Scaled with the "
+        "width it would be %.1e, but 6 x 384 at 1e-3 and 12 x 768 at 5e-4 went NaN under bf16 on an H200 (the learning "
+        "rate drives the attention logits up: benchmarks/RESULTS.md). Use --learning_rate %.1e or lower.",
+        learning_rate, demo_args.demo_n_layer, demo_args.demo_n_embd, DEMO_TRAINING_DEFAULTS["learning_rate"],
+        base_layers, base_width, scaled, 0.5 * scaled,
+    )
+    return True
+
+
 def print_demo_table(metrics: dict, title: str = "test metrics"):
     rows = [(name, metrics[name]) for name in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr") if name in metrics]
     rows += [

@@ -102,6 +102,7 @@ def instrumented_trainer_class(base, log_path: str, recorder_box: dict, stop_at_
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if "recorder" not in recorder_box:
                 recorder_box["recorder"] = StepRecorder(self.accelerator.unwrap_model(model))
+                recorder_box["trainer"] = self
             recorder_box["recorder"].reset()
             loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
             record = {"step": self.state.global_step + 1}
@@ -239,6 +240,8 @@ def main(argv=None):
         outcome = f"stopped by VGDTrainer: {error}"
     summary = {"outcome": outcome, "seconds": round(time.perf_counter() - start, 1), "args": vars(args),
                "run_vgd_argv": run_argv, "torch": torch.__version__, **summarise(log_path)}
+    # optimizer steps whose update VGDTrainer dropped because the gradient was not finite (--max_nonfinite_grad_skips)
+    summary["skipped_updates"] = getattr(recorder_box.get("trainer"), "nonfinite_grad_skipped_steps", None)
     print(json.dumps({k: v for k, v in summary.items() if k != "first_nonfinite_record"}, indent=1))
     if summary.get("first_nonfinite_record"):
         print("first non-finite step:", json.dumps(summary["first_nonfinite_record"]))

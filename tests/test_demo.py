@@ -20,3 +20,18 @@ def test_small_demo_answers_from_the_video(tmp_path):
     assert shuffled <= chance + 0.15
     # held-out matching is measured and reported (each validation dialogue with its own and another video)
     assert metrics["matching_dialogs"] == 24 and 0.0 <= metrics["matching_accuracy"] <= 1.0
+
+
+def test_a_widened_demo_model_warns_about_the_demo_learning_rate(caplog):
+    from avsd_dataset.demo import DemoArguments, warn_if_demo_learning_rate_too_high
+
+    with caplog.at_level("WARNING", logger="avsd_dataset.demo"):
+        assert not warn_if_demo_learning_rate_too_high(DemoArguments(), 3e-3)  # the demo's own 2 x 128 at 3e-3
+        assert not warn_if_demo_learning_rate_too_high(DemoArguments(demo_n_layer=6, demo_n_embd=384, demo_n_head=6), 5e-4)
+        assert caplog.text == ""
+        # the H200's diverged setting, and the demo's rate kept for a wider model
+        assert warn_if_demo_learning_rate_too_high(DemoArguments(demo_n_layer=6, demo_n_embd=384, demo_n_head=6), 1e-3)
+        assert warn_if_demo_learning_rate_too_high(DemoArguments(demo_n_layer=12, demo_n_embd=768, demo_n_head=12), 3e-3)
+    assert "--learning_rate 0.001 is high for a 6 x 384 scratch model" in caplog.text
+    assert "--learning_rate 0.003 is high for a 12 x 768 scratch model" in caplog.text
+    assert "Use --learning_rate 2.5e-04 or lower" in caplog.text

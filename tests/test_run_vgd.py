@@ -226,3 +226,23 @@ def test_non_finite_gradients_in_a_row_stop_the_run_with_a_clear_error(tmp_path,
     assert "the gradient was not finite at 3 optimizer steps in a row (steps 2 to 4; --max_nonfinite_grad_skips 2)" in message
     assert len(weights_at_call) == 4 and _same_weights(weights_at_call[1], weights_at_call[3])  # steps 2-3 skipped
     assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_a_non_finite_forward_with_finite_weights_is_skipped_and_reported_not_fatal(tmp_path, monkeypatch, caplog):
+    """One batch whose forward is not finite (NaN video features reach every loss): its gradient is NaN, the update is
+    skipped, the interval's logged losses are NaN but the weights are finite, so the run warns and goes on."""
+    calls = []
+    original = VGDTrainer.training_step
+
+    def nan_batch_at_call_3(self, model, inputs, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            inputs["video_features"] = torch.full_like(inputs["video_features"], float("nan"))
+        return original(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(VGDTrainer, "training_step", nan_batch_at_call_3)
+    with caplog.at_level("WARNING", logger="vgd_training.trainer"):
+        run_vgd.main(TINY + ["--max_steps", "5", "--logging_steps", "1", "--output_dir", str(tmp_path), "--do_train", "--do_eval", "false", "--do_predict", "false"])
+    assert len(calls) == 5 and (tmp_path / "model.safetensors").exists()
+    assert "Optimizer step 3: the gradient is not finite" in caplog.text
+    assert "loss was not finite at some step between 3 and 3, but the weights are finite" in caplog.text

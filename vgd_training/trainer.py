@@ -291,11 +291,28 @@ class VGDTrainer(ExactResumeMixin, AtomicCheckpointMixin, Trainer):
             for index, name in enumerate(OBJECTIVES):
                 logs[f"{name}_loss"] = round(float(sums[index]) / steps, 6)
             not_finite = [name for name in OBJECTIVES if not math.isfinite(logs[f"{name}_loss"])]
-            if not_finite:
+            if not_finite and not self._weights_are_finite():
                 raise TrainingDivergedError(self._divergence_message(not_finite, logs))
+            if not_finite:  # a non-finite forward whose update was skipped (_skip_nonfinite_update): the run is sound
+                logger.warning(
+                    "The %s loss was not finite at some step between %d and %d, but the weights are finite: the update "
+                    "of every step whose gradient was not finite was skipped (steps %s). Training goes on.",
+                    " / ".join(not_finite), self._objective_steps_last_logged + 1, self.state.global_step,
+                    self.nonfinite_grad_skipped_steps[-10:],
+                )
             self._objective_loss_sums.zero_()
             self._objective_steps_last_logged = self.state.global_step
         super().log(logs, start_time)
+
+    def _weights_are_finite(self) -> bool:
+        """Every trainable weight is finite, on every process (read only when a logged loss is not finite)."""
+        finite = torch.tensor(
+            float(all(bool(torch.isfinite(p.detach()).all()) for p in self.model.parameters() if p.requires_grad)),
+            device=self.args.device,
+        )
+        if self.args.world_size > 1:
+            finite = self.accelerator.reduce(finite, reduction="sum") / self.args.world_size
+        return bool(finite == 1)
 
     def _divergence_message(self, not_finite: list[str], logs: dict) -> str:
         first = self._objective_steps_last_logged + 1
