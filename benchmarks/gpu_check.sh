@@ -6,8 +6,9 @@
 #   bash benchmarks/gpu_check.sh --device cpu       # the same plumbing at tiny sizes on a CPU (a dry run, ~3 min)
 #
 # Sections, each under its own `timeout` so that one slow or broken section cannot lose the others' figures:
-#   0. wheels   if the machine's transformers is older than the one in benchmarks/wheels/ (the GPU machine has 5.17,
-#               the project is tested with 5.25), install every wheel there offline (`pip install --no-index`).
+#   0. packages if the machine's transformers is older than ours (5.25; the H200 had 5.17) or datasets / accelerate are
+#               missing, unpack benchmarks/wheels/site-packages-py<XY>.tar.xz (built by make_gpu_bundle.sh, not in
+#               git) and put it first on PYTHONPATH; the machine's torch is used as it is.
 #   1. train    bench_vgd.py: VGD-GPT2 vs plain GPT-2, gpt2-small, B16 x 1,024, bf16 autocast, eager and compiled
 #               (tokens/s ratios, peak memory, graph breaks: 0 expected since issue 20).
 #   2. decode   bench_vgd.py: beam 5, 20 new tokens, one timed batch of 64 AVSD-shaped prompts, projected to the
@@ -16,15 +17,13 @@
 #               torchvision (skipped, with the reason, where it is missing) and PyAV for the test videos.
 #   4. bf16     bf16_stability.py: the demo's synthetic task, 12 x 768 scratch model, lr 5e-4, bf16, for
 #               1,000 steps of the 8-epoch schedule (the diverged H200 runs went NaN by step ~900), every step's
-#               losses / grad norms / activation maxima recorded. Needs `datasets` (run_vgd.py imports it).
+#               losses / grad norms / activation maxima recorded. Needs `datasets` (the AVSD loader reads the demo data).
 #   5. fsdp     run_vgd.py, 5 steps of the demo under `accelerate launch` with configs/accelerate/fsdp.yaml and 1
 #               process; then DeepSpeed ZeRO-2 (configs/accelerate/deepspeed_zero2.yaml) if deepspeed imports or
 #               installs from benchmarks/wheels. Need `datasets`.
-# Wheels: benchmarks/wheels/ is not in git; fill it on a machine with the registry, for python 3.12, e.g.
-#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d benchmarks/wheels \
-#       transformers==5.25.0 huggingface_hub==2.4.0 tokenizers==0.23.3 [datasets + pyarrow, pandas, dill, xxhash, multiprocess]
-# and pass it to the device tool with carry=["benchmarks/wheels"] (64 MiB in all: pyarrow + pandas alone are ~55 MiB,
-# so the datasets sections may not fit; they are then skipped with the reason).
+# Packages: `bash benchmarks/make_gpu_bundle.sh` (where the registry is; Python 3.12 by default) writes the bundle
+# (~60 MiB with pyarrow: it fits the device tool's 64 MiB), then run with carry=["benchmarks/wheels"]. A deepspeed
+# wheel put in benchmarks/wheels/ is installed for section 5 if deepspeed does not import.
 # Output: $OUT (or benchmarks/gpu_check_out) holds each section's JSON / log and gpu_check.json (all of them).
 set -u
 cd "$(dirname "$0")/.."
@@ -67,24 +66,41 @@ run() {
 if [ "$DEVICE" = cuda ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >"$RESULTS/gpu.txt" 2>&1
 fi
-$PY - "$WHEELS" >"$RESULTS/wheels.log" 2>&1 <<'EOF'
-import glob, os, subprocess, sys
-import transformers
-wheels = sorted(glob.glob(os.path.join(sys.argv[1], "*.whl")))
-ours = [w for w in wheels if os.path.basename(w).startswith("transformers-")]
-need = (5, 25)
-have = tuple(int(x) for x in transformers.__version__.split(".")[:2])
-print("transformers", transformers.__version__, "wheels:", [os.path.basename(w) for w in wheels])
-if have < need and ours:
-    # with their dependencies from the same folder / what is installed; failing that, the wheels alone
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--find-links", sys.argv[1], "-q", *wheels])
-    if done.returncode != 0:
-        subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "-q", *wheels])
-    import importlib.metadata
-    print("installed transformers", importlib.metadata.version("transformers"))
-elif have < need:
-    print(f"transformers {transformers.__version__} < {need} and no wheel in {sys.argv[1]}: testing with the machine's")
+# The packages the machine lacks come from benchmarks/wheels/site-packages-py<XY>.tar.xz (make_gpu_bundle.sh), unpacked
+# outside $RESULTS and put first on PYTHONPATH, when its transformers is older than ours or datasets / accelerate are
+# missing; the machine's torch is used as it is.
+PYTAG=$($PY -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')
+BUNDLE=$WHEELS/site-packages-py$PYTAG.tar.xz
+NEEDS=$($PY - <<'EOF'
+import importlib.metadata as metadata
+needs = []
+try:
+    if tuple(int(x) for x in metadata.version("transformers").split(".")[:2]) < (5, 25):
+        needs.append(f"transformers {metadata.version('transformers')} < 5.25")
+except metadata.PackageNotFoundError:
+    needs.append("no transformers")
+for name in ("datasets", "accelerate", "safetensors", "tokenizers"):
+    try:
+        metadata.version(name)
+    except metadata.PackageNotFoundError:
+        needs.append(f"no {name}")
+print(", ".join(needs))
 EOF
+)
+if [ -n "$NEEDS" ] && [ -f "$BUNDLE" ]; then
+  rm -rf "$CACHE/site" && mkdir -p "$CACHE/site" && tar -C "$CACHE/site" -xJf "$BUNDLE" \
+    && export PYTHONPATH="$CACHE/site${PYTHONPATH:+:$PYTHONPATH}" \
+    && BUNDLE_USED="unpacked $BUNDLE ($(du -h "$BUNDLE" | cut -f1)) into $CACHE/site, first on PYTHONPATH"
+fi
+{
+  echo "python $($PY -V 2>&1), torch $($PY -c 'import torch; print(torch.__version__)' 2>&1 | tail -n 1)"
+  echo "machine lacks: ${NEEDS:-nothing}"
+  if [ -n "${BUNDLE_USED:-}" ]; then echo "$BUNDLE_USED";
+  elif [ -n "$NEEDS" ]; then echo "no $BUNDLE (bash benchmarks/make_gpu_bundle.sh --python ${PYTAG:0:1}.${PYTAG:1}): the machine's packages"; fi
+  echo "testing with transformers $($PY -c 'import transformers; print(transformers.__version__)' 2>&1 | tail -n 1)," \
+       "datasets $($PY -c 'import datasets; print(datasets.__version__)' 2>&1 | tail -n 1)," \
+       "accelerate $($PY -c 'import accelerate; print(accelerate.__version__)' 2>&1 | tail -n 1)"
+} >"$RESULTS/wheels.log" 2>&1
 status "wheels: $(tail -n 1 "$RESULTS/wheels.log")"
 
 if [ "$DEVICE" = cuda ]; then
@@ -138,7 +154,9 @@ if $PY -c "import datasets" >/dev/null 2>&1; then
   fi
   rm -rf "$RESULTS/fsdp_run" "$RESULTS/deepspeed_run"
 else
-  for name in bf16 fsdp deepspeed; do echo "skipped: datasets is not installed (run_vgd.py imports it); carry its wheels in $WHEELS" >"$RESULTS/$name.log"; done
+  if [ -f "$BUNDLE" ]; then why="datasets does not import: $($PY -c 'import datasets' 2>&1 | tail -n 1)";
+  else why="datasets is not installed (the AVSD loader needs it) and $BUNDLE was not carried (make_gpu_bundle.sh)"; fi
+  for name in bf16 fsdp deepspeed; do echo "skipped: $why" >"$RESULTS/$name.log"; done
   status "bf16 / fsdp / deepspeed: skipped, no datasets"
 fi
 
