@@ -22,8 +22,9 @@
 #               process; then DeepSpeed ZeRO-2 (configs/accelerate/deepspeed_zero2.yaml) if deepspeed imports or
 #               installs from benchmarks/wheels. Need `datasets`.
 # Packages: `bash benchmarks/make_gpu_bundle.sh` (where the registry is; Python 3.12 by default) writes the bundle
-# (~60 MiB with pyarrow: it fits the device tool's 64 MiB), then run with carry=["benchmarks/wheels"]. A deepspeed
-# wheel put in benchmarks/wheels/ is installed for section 5 if deepspeed does not import.
+# (53 MiB for Python 3.12, pyarrow included: it fits the device tool's 64 MiB with the working tree), then run with
+# carry=["benchmarks/wheels/site-packages-py312.tar.xz"] (that file only: a second bundle would not fit). A deepspeed
+# wheel carried in benchmarks/wheels/ is installed for section 5 if deepspeed does not import.
 # Output: $OUT (or benchmarks/gpu_check_out) holds each section's JSON / log and gpu_check.json (all of them).
 set -u
 cd "$(dirname "$0")/.."

@@ -5,7 +5,8 @@
 #   bash benchmarks/make_gpu_bundle.sh                 # for the GPU machine's Python 3.12 (run where the registry is)
 #   bash benchmarks/make_gpu_bundle.sh --python 3.11   # for a local dry run of gpu_check.sh in a bare venv
 #
-# Then: device run with carry=["benchmarks/wheels"], command `bash benchmarks/gpu_check.sh`. gpu_check.sh unpacks
+# Then: device run with carry=["benchmarks/wheels/site-packages-py312.tar.xz"] (that file only, 53 MiB; the working tree
+# adds ~2 MiB of the 64), command `bash benchmarks/gpu_check.sh`. gpu_check.sh unpacks
 # the bundle and puts it first on PYTHONPATH when the machine's transformers is older than ours or `datasets` /
 # `accelerate` are missing. The machine's torch (and numpy) are used as they are: the bundle holds none of them.
 #
