@@ -111,3 +111,24 @@ def test_bench_demo_runs_both_cases(tmp_path):
     for case in report["results"].values():
         assert {"training", "decoding", "scoring"} <= set(case["stages"]) and case["command_cpu_s"] > 0
     assert "evaluation" in report["results"]["before"]["stages"]
+
+
+def test_bench_nonfinite_guard_prices_the_check_with_and_without_it(tmp_path):
+    """benchmarks/bench_nonfinite_guard.py on a minuscule demo: both cases run, each round in the other order."""
+    import os
+    import subprocess
+    import sys
+
+    from test_run_vgd import REPO_ROOT
+
+    output = tmp_path / "guard.json"
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "benchmarks", "bench_nonfinite_guard.py"), "--steps", "2", "--rounds", "2",
+         "--output_json", str(output), "--extra_args", " ".join(TINY)],
+        capture_output=True, text=True, cwd=REPO_ROOT,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rounds = [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("round ")]
+    assert rounds == ["round 0 off", "round 0  on", "round 1  on", "round 1 off"]
+    report = json.loads(output.read_text())
+    assert len(report["per_step_cpu_s"]["on"]) == len(report["per_step_cpu_s"]["off"]) == 2 and report["ratio_on_off"] > 0
