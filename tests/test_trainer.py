@@ -220,3 +220,42 @@ def test_push_to_hub_offline_then_load_in_a_fresh_process(tiny_gpt2_dir, tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == expected.tolist()
     assert hub.commits
+
+
+NONFINITE_FLAG_ON_SHARDS = """
+import os, torch, torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import Shard, distribute_tensor
+from vgd_training.trainer import local_nonfinite_gradient_flag
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29613")
+dist.init_process_group("gloo", rank=0, world_size=1)
+mesh = init_device_mesh("cpu", (1,))
+weight = torch.nn.Parameter(distribute_tensor(torch.randn(4, 3), mesh, [Shard(0)]))  # an FSDP2-style parameter
+optimizer = torch.optim.AdamW([weight])
+flags = [local_nonfinite_gradient_flag(optimizer)]
+weight.grad = distribute_tensor(torch.randn(4, 3), mesh, [Shard(0)])
+flags.append(float(local_nonfinite_gradient_flag(optimizer)))
+grad = torch.randn(4, 3)
+grad[1, 2] = float("inf")
+weight.grad = distribute_tensor(grad, mesh, [Shard(0)])
+flags.append(float(local_nonfinite_gradient_flag(optimizer)))
+print(flags)
+dist.destroy_process_group()
+"""
+
+
+def test_the_nonfinite_gradient_flag_reads_plain_and_sharded_gradients():
+    """The check behind VGDTrainer's skipped updates: 1.0 for an inf / NaN element, 0.0 otherwise, None without any
+    gradient, and on FSDP2's DTensor gradients it reads the local shard (in a subprocess: it starts a gloo group)."""
+    from vgd_training.trainer import local_nonfinite_gradient_flag
+
+    first, second = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2, 2))
+    optimizer = torch.optim.AdamW([first, second])
+    assert local_nonfinite_gradient_flag(optimizer) is None
+    first.grad, second.grad = torch.ones(3), torch.full((2, 2), 1e30)  # large but finite elements: not flagged
+    assert float(local_nonfinite_gradient_flag(optimizer)) == 0.0
+    second.grad[0, 1] = float("nan")
+    assert float(local_nonfinite_gradient_flag(optimizer)) == 1.0
+    result = subprocess.run([sys.executable, "-c", NONFINITE_FLAG_ON_SHARDS], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[None, 0.0, 1.0]"

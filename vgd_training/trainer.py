@@ -49,6 +49,24 @@ def avsd_caption_metrics(predictions: list[str], references: list[list[str]]) ->
     return compute_caption_metrics(predictions, references)
 
 
+def local_nonfinite_gradient_flag(optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
+    """1.0 if a gradient this process holds (its shard, for a sharded `DTensor` parameter) has an inf / NaN element,
+    else 0.0, as a float32 tensor on the gradients' device; None when no parameter has a gradient. No host sync."""
+    grads = []
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            if param.grad is not None:
+                grad = param.grad.detach()
+                grads.append(grad.to_local() if hasattr(grad, "to_local") else grad)  # FSDP2: the local shard
+    if not grads:
+        return None
+    # An inf / NaN element makes its tensor's sum inf / NaN. A sum, not a norm: squares overflow float32 from finite
+    # elements of ~1e19 on (seen at 2 x 128 / lr 1e-1), a sum only past ~1e38; and one reduction per tensor, cheaper
+    # than an element-wise isfinite (0.3 against 3 ms per step on the demo's model).
+    sums = torch.stack([grad.sum(dtype=torch.float32) for grad in grads])  # 0 for an empty shard
+    return (~torch.isfinite(sums).all()).to(torch.float32)
+
+
 class TrainingDivergedError(RuntimeError):
     """A training loss stopped being finite (NaN / inf): the weights are no longer usable. Raised by
     [`VGDTrainer`] at the first logging step that sees it (every `logging_steps`, where the losses are read anyway),
@@ -122,16 +140,16 @@ class VGDTrainer(ExactResumeMixin, AtomicCheckpointMixin, Trainer):
         return optimizer
 
     def _skip_nonfinite_update(self, optimizer: torch.optim.Optimizer, args, kwargs) -> None:
-        """Optimizer step pre-hook. One inf gradient (bf16 rounding of very large attention logits) becomes NaN in every
-        parameter it touches once `clip_grad_norm_` scales by max_norm / inf = 0, and NaN weights end the run. Like
-        fp16's `GradScaler`, drop the update instead (`grad = None`: the optimizer leaves those weights and their
-        moments alone), warn, and stop with `TrainingDivergedError` after `max_nonfinite_grad_skips` such steps in a
-        row. Every process takes the same decision (the flag is summed over processes)."""
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if not grads:
-            return
-        not_finite = torch.stack([~torch.isfinite(torch.linalg.vector_norm(g.detach(), dtype=torch.float32)) for g in grads]).any()
-        not_finite = not_finite.to(torch.float32)
+        """Optimizer step pre-hook. An inf / NaN gradient element becomes NaN in the weights (`clip_grad_norm_` scales by
+        max_norm / inf = 0, and inf x 0 = NaN), and NaN weights end the run. Like fp16's `GradScaler`, drop the update
+        instead (`grad = None`: the optimizer leaves those weights and their moments alone), warn, and stop with
+        `TrainingDivergedError` after `max_nonfinite_grad_skips` such steps in a row. Every process takes the same
+        decision (each checks its own gradients or shards, and the flag is summed over processes)."""
+        not_finite = local_nonfinite_gradient_flag(optimizer)
+        if not_finite is None:
+            if self.args.world_size == 1:
+                return
+            not_finite = torch.zeros((), device=self.args.device)  # the other processes reduce: take part
         if self.args.world_size > 1:
             not_finite = self.accelerator.reduce(not_finite, reduction="sum")
         if not bool(not_finite):  # one host sync per optimizer step
@@ -580,4 +598,4 @@ def _fill_section(text: str, heading: str, body: str) -> str:
     return pattern.sub(lambda match: match.group(1) + body + "\n" + match.group(3), text, count=1)
 
 
-__all__ = ["OBJECTIVES", "TrainingDivergedError", "VGDTrainer", "avsd_caption_metrics"]
+__all__ = ["OBJECTIVES", "TrainingDivergedError", "VGDTrainer", "avsd_caption_metrics", "local_nonfinite_gradient_flag"]
