@@ -49,20 +49,21 @@ def avsd_caption_metrics(predictions: list[str], references: list[list[str]]) ->
     return compute_caption_metrics(predictions, references)
 
 
+def _local_part(tensor: torch.Tensor) -> torch.Tensor:
+    """What this process holds of a tensor: the local shard of a `DTensor` (FSDP2), the tensor itself otherwise."""
+    tensor = tensor.detach()
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
 def local_nonfinite_gradient_flag(optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
     """1.0 if a gradient this process holds (its shard, for a sharded `DTensor` parameter) has an inf / NaN element,
     else 0.0, as a float32 tensor on the gradients' device; None when no parameter has a gradient. No host sync."""
-    grads = []
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            if param.grad is not None:
-                grad = param.grad.detach()
-                grads.append(grad.to_local() if hasattr(grad, "to_local") else grad)  # FSDP2: the local shard
+    grads = [_local_part(p.grad) for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     if not grads:
         return None
     # An inf / NaN element makes its tensor's sum inf / NaN. A sum, not a norm: squares overflow float32 from finite
     # elements of ~1e19 on (seen at 2 x 128 / lr 1e-1), a sum only past ~1e38; and one reduction per tensor, cheaper
-    # than an element-wise isfinite (0.3 against 3 ms per step on the demo's model).
+    # than an element-wise isfinite (0.2 against 3 ms per step on the demo's model).
     sums = torch.stack([grad.sum(dtype=torch.float32) for grad in grads])  # 0 for an empty shard
     return (~torch.isfinite(sums).all()).to(torch.float32)
 
@@ -156,7 +157,7 @@ class VGDTrainer(ExactResumeMixin, AtomicCheckpointMixin, Trainer):
             self._nonfinite_skips_in_a_row = 0
             return
         step = self.state.global_step + 1
-        self._nonfinite_skips_in_a_row = getattr(self, "_nonfinite_skips_in_a_row", 0) + 1
+        self._nonfinite_skips_in_a_row += 1
         self.nonfinite_grad_skipped_steps.append(step)
         if self._nonfinite_skips_in_a_row > self.args.max_nonfinite_grad_skips:
             raise TrainingDivergedError(
@@ -325,7 +326,7 @@ class VGDTrainer(ExactResumeMixin, AtomicCheckpointMixin, Trainer):
     def _weights_are_finite(self) -> bool:
         """Every trainable weight is finite, on every process (read only when a logged loss is not finite)."""
         finite = torch.tensor(
-            float(all(bool(torch.isfinite(p.detach()).all()) for p in self.model.parameters() if p.requires_grad)),
+            float(all(bool(torch.isfinite(_local_part(p)).all()) for p in self.model.parameters() if p.requires_grad)),
             device=self.args.device,
         )
         if self.args.world_size > 1:
