@@ -4,8 +4,8 @@
     python benchmarks/bench_nonfinite_guard.py                 # 3 rounds x 300 steps each way, about 4 minutes of CPU
     python benchmarks/bench_nonfinite_guard.py --steps 20 --rounds 1 --extra_args "--demo_n_embd 32 ..."   # a smoke run
 
-The check runs once per optimizer step: a float32 norm of every gradient, one host sync, and (only when one is not
-finite) dropping the update. Both cases run the real `run_vgd.main` (the embedded demo, one torch thread, the same
+The check runs once per optimizer step: a float32 sum of every gradient tensor, one host sync, and (only when one is
+not finite) dropping the update. Both cases run the real `run_vgd.main` (the embedded demo, one torch thread, the same
 cached data) in this process, alternating (off, on, then on, off, ...) so that a change in the machine's load hits both;
 per case it prints the median over rounds of the training loop's CPU time per step (`time.process_time` around
 `trainer.train`, read from the demo's `stage_times.json`) and the ratio on / off.

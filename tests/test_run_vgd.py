@@ -179,8 +179,8 @@ def test_a_diverged_run_stops_with_a_clear_error_and_saves_no_diverged_state(tmp
 
 
 def _inf_gradient_at(calls_with_inf: set, monkeypatch):
-    """Patch VGDTrainer.training_step: after the backward of the listed calls (1-based), one gradient is inf (what bf16
-    rounding of runaway attention logits gave at 2 x 128 / lr 1e-1, benchmarks/RESULTS.md). Returns, per call, the
+    """Patch VGDTrainer.training_step: after the backward of the listed calls (1-based), one gradient element is inf (a bf16
+    spike or one bad batch; benchmarks/RESULTS.md, bf16 section). Returns, per call, the
     weights as they were when that call began."""
     weights_at_call = []
     original = VGDTrainer.training_step

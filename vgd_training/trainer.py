@@ -2,8 +2,8 @@
 
 - `compute_loss` = `1.5 * response + mlm + mvm + mvt` (weights are `VGDTrainingArguments`), each objective normalised
   by its own item count across gradient-accumulation steps and processes, each logged beside `loss`; a loss that
-  stops being finite stops the run (`TrainingDivergedError`); an optimizer step whose gradient is not finite (what
-  bf16 rounding of runaway attention logits produces) is skipped with a warning instead of writing NaN weights, up to
+  stops being finite stops the run (`TrainingDivergedError`); an optimizer step whose gradient is not finite (a bf16
+  spike, one bad batch) is skipped with a warning instead of writing NaN weights, up to
   `--max_nonfinite_grad_skips` steps in a row.
 - `evaluate()` adds the video-text matching accuracy and the generation metrics of decoded responses (BLEU-1..4,
   METEOR, ROUGE-L, CIDEr), so the best checkpoint is chosen by a generation metric; `generate_responses` and
