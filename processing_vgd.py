@@ -616,8 +616,18 @@ class VGDProcessor(ProcessorMixin):
         history: Sequence | None = None,
         question: str | None = None,
         answer: str | None = None,
+        label_history_answers: bool = False,
     ) -> dict[str, np.ndarray]:
         """One unbatched example (what a training dataset's transform yields and [`DataCollatorForVGD`] takes).
+
+        Args:
+            label_history_answers (`bool`, defaults to `False`):
+                Also label the answers of the kept history turns (whole-dialogue training: one sequence trains every
+                answer of a dialogue). A history answer's tokens are labelled like the current answer's, and the
+                `<usr>` that follows it gets the label `<|endoftext|>`: the model learns to end each answer as it ends
+                the current one, so decoding a turn with the whole history stops at `<|endoftext|>` as usual. The
+                inputs are unchanged, and a sequence's prefix up to turn k is exactly the prompt of turn k with all of
+                its history, hence the same answers are learned as from one example per turn.
 
         Returns:
             `dict` with `input_ids`, `attention_mask`, `modality_ids`, `turn_ids` (`[L]` int64), `video_features`
@@ -630,7 +640,9 @@ class VGDProcessor(ProcessorMixin):
         videos, captions, histories, questions, answers = self._normalize_inputs(
             video_features, caption, history, question, answer, True
         )
-        return self._encode(videos, captions, histories, questions, answers)[0]
+        if label_history_answers and answer is None:
+            raise ValueError("label_history_answers=True needs the answer (a training example)")
+        return self._encode(videos, captions, histories, questions, answers, label_history_answers=label_history_answers)[0]
 
     def pad(
         self,
@@ -788,7 +800,9 @@ class VGDProcessor(ProcessorMixin):
             return [encoding.ids for encoding in encode(texts, add_special_tokens=False)]
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
 
-    def _encode(self, videos, captions, histories, questions, answers, reserved_positions: int = 0) -> list[dict[str, np.ndarray]]:
+    def _encode(
+        self, videos, captions, histories, questions, answers, reserved_positions: int = 0, label_history_answers: bool = False
+    ) -> list[dict[str, np.ndarray]]:
         texts = []
         for b in range(len(questions)):
             texts.append(captions[b] or "")
@@ -816,10 +830,14 @@ class VGDProcessor(ProcessorMixin):
                 answer_ids = token_ids[position]
                 position += 1
             video = self.feature_extractor.process_video(videos[b], b)
-            examples.append(self._assemble(b, video, caption_ids, history_ids, question_ids, answer_ids, reserved_positions))
+            examples.append(
+                self._assemble(b, video, caption_ids, history_ids, question_ids, answer_ids, reserved_positions, label_history_answers)
+            )
         return examples
 
-    def _assemble(self, index, video, caption_ids, history_ids, question_ids, answer_ids, reserved_positions=0) -> dict[str, np.ndarray]:
+    def _assemble(
+        self, index, video, caption_ids, history_ids, question_ids, answer_ids, reserved_positions=0, label_history_answers=False
+    ) -> dict[str, np.ndarray]:
         """Truncate one tokenised example to the limits and lay out its sequence (see the class docstring)."""
         stats = self.truncation_stats
         stats.examples += 1
@@ -884,10 +902,12 @@ class VGDProcessor(ProcessorMixin):
         lengths = [num_video_tokens, len(text)]
         modalities = [MODALITY_VIS, MODALITY_CAP]
         turns = [0, 0]
+        history_answer_spans = []  # (start, end) text offsets of the kept history answers
         for turn, (turn_question, turn_answer) in enumerate(history_ids, start=1):
             text.append(self.usr_token_id)
             text.extend(turn_question)
             text.append(self.sys_token_id)
+            history_answer_spans.append((len(text), len(text) + len(turn_answer)))
             text.extend(turn_answer)
             lengths += [1 + len(turn_question), 1 + len(turn_answer)]
             modalities += [MODALITY_USR, MODALITY_SYS]
@@ -920,6 +940,11 @@ class VGDProcessor(ProcessorMixin):
         if answer_ids is not None:
             labels = np.full(length, IGNORE_INDEX, dtype=np.int64)
             labels[length - num_target :] = input_ids[length - num_target :]
+            if label_history_answers:
+                for start, end in history_answer_spans:
+                    start, end = start + num_video_tokens, end + num_video_tokens
+                    labels[start:end] = input_ids[start:end]
+                    labels[end] = self.eos_token_id  # at the next <usr>: the answer ends here
             example["labels"] = labels
         return example
 

@@ -60,7 +60,7 @@ from avsd_dataset.splits import (
     video_token_counts,
     write_result_file,
 )
-from avsd_dataset.turns import DialogueTurnDataset
+from avsd_dataset.turns import DialogueTurnDataset, whole_dialogues
 from modeling_vgd_gpt2 import VGDGPT2ForDialogue
 from processing_vgd import VGDProcessor
 from vgd_training import TrainingDivergedError, VGDTrainer, VGDTrainingArguments, avsd_caption_metrics
@@ -137,6 +137,12 @@ class DataArguments:
     test_reference_file: str | None = field(default=None, metadata={"help": "Override the multi-reference JSON name."})
     caption_fields: str = field(default="caption,summary", metadata={"help": "Text fields that form the caption input."})
     max_history_turns: int | None = field(default=None, metadata={"help": "Keep at most this many history turns (default: all that fit)."})
+    train_on_whole_dialogues: bool = field(
+        default=False,
+        metadata={"help": "One training sequence per dialogue (its last turn with the whole history) with the response loss on "
+                  "every answer, instead of one per turn: each video and caption is encoded once per dialogue (fewer tokens "
+                  "per epoch). Needs every history turn (no --max_history_turns), as decoding a turn then sees them all."},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training split (debugging)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the validation split."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Truncate the test split."})
@@ -159,6 +165,11 @@ class DataArguments:
             raise ValueError(
                 f"--caption_fields {self.caption_fields}: {', '.join(repr(name) for name in unknown)} "
                 f"{'is not a field' if len(unknown) == 1 else 'are not fields'} of the AVSD data; choose among {', '.join(CAPTION_FIELDS)}"
+            )
+        if self.train_on_whole_dialogues and self.max_history_turns is not None:
+            raise ValueError(
+                f"--train_on_whole_dialogues trains every answer on all the turns before it, but --max_history_turns "
+                f"{self.max_history_turns} would decode with fewer: leave --max_history_turns unset (all turns that fit)"
             )
         for name in ("max_train_samples", "max_eval_samples", "max_predict_samples", "max_history_turns"):
             value = getattr(self, name)
@@ -382,7 +393,11 @@ def _main(argv: list[str], progress: dict):
         # the demo's training turns are processed once, not once per epoch (same batches; avsd_dataset/demo.py)
         cached = demo and demo_args.demo_cache_train_turns and name == "train" and not for_generation
         dataset_class = CachedTurnDataset if cached else DialogueTurnDataset
-        return dataset_class(splits[name], stores[name], processor, caption_fields, for_generation=for_generation, video_lengths=video_lengths[name])
+        whole = data_args.train_on_whole_dialogues and name == "train" and not for_generation
+        return dataset_class(
+            whole_dialogues(splits[name]) if whole else splits[name], stores[name], processor, caption_fields,
+            for_generation=for_generation, video_lengths=video_lengths[name], label_history_answers=whole,
+        )
 
     with stages.stage("data"):
         train_dataset = turns("train") if training_args.do_train else None

@@ -26,15 +26,23 @@ class DialogueTurnDataset(Dataset):
     `for_generation=False` yields unbatched processor outputs with the answer (for `DataCollatorForVGD`);
     `for_generation=True` yields the raw inputs of `VGDProcessor.__call__` without the answer (for
     `GenerationCollator`). `lengths` estimates each item's sequence length for length-grouped batching.
+    `label_history_answers=True` (training only) labels the history answers too (whole-dialogue training: give it the
+    last turn of every dialogue, `whole_dialogues(split)`; see `VGDProcessor.process_example`).
     """
 
-    def __init__(self, split, feature_store, processor, caption_fields=("caption", "summary"), for_generation=False, video_lengths=None):
+    def __init__(
+        self, split, feature_store, processor, caption_fields=("caption", "summary"), for_generation=False, video_lengths=None,
+        label_history_answers=False,
+    ):
+        if label_history_answers and for_generation:
+            raise ValueError("label_history_answers is for training examples, not for_generation")
         self.split = split
         self.feature_store = feature_store
         self.processor = processor
         self.caption_fields = tuple(caption_fields)
         self.for_generation = for_generation
         self.video_lengths = video_lengths
+        self.label_history_answers = label_history_answers
         self._lengths = None
 
     def __len__(self):
@@ -62,7 +70,7 @@ class DialogueTurnDataset(Dataset):
         if self.for_generation:
             inputs.pop("answer")
             return inputs
-        return self.processor.process_example(**inputs)
+        return self.processor.process_example(**inputs, label_history_answers=self.label_history_answers)
 
     @property
     def lengths(self) -> list[int]:
@@ -80,21 +88,34 @@ class DialogueTurnDataset(Dataset):
         return self._lengths
 
 
+def last_turns(split) -> dict[str, int]:
+    """`{video id: row index of its dialogue's last turn}` of an AVSD split (one dialogue per video), in video-id order."""
+    last = {}  # image_id -> (turn, index) of its last turn
+    for index, (image_id, turn) in enumerate(zip(split["image_id"], split["turn"])):
+        if image_id not in last or turn > last[image_id][0]:
+            last[image_id] = (turn, index)
+    return {image_id: last[image_id][1] for image_id in sorted(last)}
+
+
+def whole_dialogues(split):
+    """The rows of `split` that hold whole dialogues: the last turn of every dialogue, whose `history` holds all the
+    turns before it (in the split's order). With `label_history_answers=True` each is one training sequence for
+    every answer of its dialogue."""
+    return split.select(sorted(last_turns(split).values()))
+
+
 def held_out_matching_pairs(dataset: DialogueTurnDataset) -> list[tuple[int, str, float]]:
     """Held-out video-text pairs: the last turn of every dialogue of `dataset` with its own video (label 1.0), then
     with the video of the next dialogue in sorted video-id order (0.0, a derangement), as `(item index, video id,
     label)`; empty when there are fewer than two dialogues."""
-    last = {}  # image_id -> (turn, index) of its last turn
-    for index, (image_id, turn) in enumerate(zip(dataset.split["image_id"], dataset.split["turn"])):
-        if image_id not in last or turn > last[image_id][0]:
-            last[image_id] = (turn, index)
-    image_ids = sorted(last)
+    last = last_turns(dataset.split)
+    image_ids = list(last)
     if len(image_ids) < 2:
         return []
     pairs = []
     for k, image_id in enumerate(image_ids):
-        pairs.append((last[image_id][1], image_id, 1.0))
-        pairs.append((last[image_id][1], image_ids[(k + 1) % len(image_ids)], 0.0))
+        pairs.append((last[image_id], image_id, 1.0))
+        pairs.append((last[image_id], image_ids[(k + 1) % len(image_ids)], 0.0))
     return pairs
 
 

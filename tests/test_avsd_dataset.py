@@ -159,6 +159,17 @@ def test_one_example_per_turn_with_full_history(avsd_dir, tmp_path, split, dialo
     ]
 
 
+def test_whole_dialogues_are_the_last_turns_with_every_answer_in_their_history(avsd_dir, tmp_path):
+    from avsd_dataset.turns import whole_dialogues
+
+    dataset, _ = load(avsd_dir, tmp_path / "cache")
+    rows = list(whole_dialogues(dataset["train"]))
+    # one row per dialogue (in the split's order), its last turn, whose history holds all the turns before it
+    assert [(row["image_id"], row["turn"]) for row in rows] == [(image_id, turns - 1) for image_id, turns in TRAIN_DIALOGUES]
+    for row in rows:
+        assert [turn["answer"] for turn in row["history"]] == [f"{row['image_id']} answer {k} ." for k in range(row["turn"])]
+
+
 def test_test_split_is_last_turn_in_file_order_with_references(avsd_dir, tmp_path):
     dataset, _ = load(avsd_dir, tmp_path / "cache")
     test = list(dataset["test"])

@@ -135,6 +135,36 @@ def test_sequence_layout_matches_design(processor):
     assert example["video_mask"].shape == (2, 3) and example["video_mask"].dtype == bool and example["video_mask"].all()
 
 
+def test_whole_dialogue_labels_every_answer_and_each_prefix_is_that_turns_prompt(processor):
+    """label_history_answers=True: the inputs are unchanged, every history answer is labelled and ends with an
+    <|endoftext|> label on the next <usr>, and the sequence up to turn k's <sys> is the prompt of turn k with all of its
+    history (what decoding that turn gives the model)."""
+    p = processor
+    features = video(frames=2, regions=3)
+    plain = p.process_example(features, CAPTION, HISTORY, QUESTION, ANSWER)
+    whole = p.process_example(features, CAPTION, HISTORY, QUESTION, ANSWER, label_history_answers=True)
+    for key in ("input_ids", "attention_mask", "modality_ids", "turn_ids"):
+        np.testing.assert_array_equal(whole[key], plain[key])
+    ids, labels = whole["input_ids"].tolist(), whole["labels"].tolist()
+    expected = [-100] * (6 + 1 + len(tokens(p, CAPTION)))
+    for turn_question, turn_answer in HISTORY:
+        expected += [p.eos_token_id if len(expected) > 6 + 1 + len(tokens(p, CAPTION)) else -100]
+        expected += [-100] * (len(tokens(p, turn_question)) + 1) + tokens(p, turn_answer)
+    expected += [p.eos_token_id] + [-100] * (len(tokens(p, QUESTION)) + 1) + tokens(p, ANSWER) + [p.eos_token_id]
+    assert labels == expected
+    assert labels.count(p.eos_token_id) == len(HISTORY) + 1
+    # prefixes: turn k's prompt (history = the k - 1 turns before it), left-padded by the batched call
+    for k in range(len(HISTORY) + 1):
+        question = HISTORY[k][0] if k < len(HISTORY) else QUESTION
+        prompt = p(video_features=[features], caption=[CAPTION], history=[HISTORY[:k]], question=[question], return_tensors="np")
+        real = prompt["attention_mask"][0] == 1
+        for key in ("input_ids", "modality_ids", "turn_ids"):
+            prefix = prompt[key][0][real]
+            np.testing.assert_array_equal(whole[key][: len(prefix)], prefix)
+    with pytest.raises(ValueError, match="needs the answer"):
+        p.process_example(features, CAPTION, HISTORY, QUESTION, label_history_answers=True)
+
+
 def test_inference_example_has_no_labels_and_ends_with_sys(processor):
     example = processor(video(3), caption=CAPTION, history=[], question=QUESTION)
     assert "labels" not in example

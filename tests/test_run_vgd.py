@@ -57,6 +57,11 @@ def test_smoke_run_writes_model_predictions_and_metrics(tmp_path):
         assert os.stat(output_dir / name).st_mode & 0o777 == 0o666 & ~umask, name
 
 
+def test_whole_dialogue_training_refuses_a_history_limit():
+    with pytest.raises(ValueError, match="--train_on_whole_dialogues.*--max_history_turns 2"):
+        run_vgd.DataArguments(train_on_whole_dialogues=True, max_history_turns=2)
+
+
 @pytest.mark.parametrize("config", sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "*.yaml"))))
 def test_paper_configs_parse(config, tmp_path):
     with open(config) as f:
