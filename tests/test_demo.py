@@ -26,7 +26,8 @@ def test_a_widened_demo_model_warns_about_the_demo_learning_rate(caplog):
     from avsd_dataset.demo import DemoArguments, warn_if_demo_learning_rate_too_high
 
     with caplog.at_level("WARNING", logger="avsd_dataset.demo"):
-        assert not warn_if_demo_learning_rate_too_high(DemoArguments(), 3e-3)  # the demo's own 2 x 128 at 3e-3
+        assert not warn_if_demo_learning_rate_too_high(DemoArguments(), 3e-3)  # the demo's own 2 x 96 at 3e-3
+        assert not warn_if_demo_learning_rate_too_high(DemoArguments(demo_n_embd=128), 3e-3)  # its 2 x 128 before issue 24
         assert not warn_if_demo_learning_rate_too_high(DemoArguments(demo_n_layer=6, demo_n_embd=384, demo_n_head=6), 5e-4)
         assert caplog.text == ""
         # the H200's diverged setting, and the demo's rate kept for a wider model

@@ -86,8 +86,9 @@ def test_stage_times_count_cpu_and_wall(capsys):
 
 def test_demo_defaults_of_issue_24():
     defaults = avsd_demo.DEMO_TRAINING_DEFAULTS
-    assert defaults["num_train_epochs"] == 8 and defaults["eval_max_generation_examples"] == 0 and defaults["cpu_threads"] == 1
-    assert avsd_demo.DemoArguments().demo_cache_train_turns is True
+    assert defaults["num_train_epochs"] == 7.5 and defaults["eval_max_generation_examples"] == 0 and defaults["cpu_threads"] == 1
+    demo = avsd_demo.DemoArguments()
+    assert demo.demo_cache_train_turns is True and (demo.demo_n_layer, demo.demo_n_embd, demo.demo_n_head) == (2, 96, 4)
 
 
 def test_bench_demo_runs_both_cases(tmp_path):
