@@ -125,7 +125,12 @@ print(f"process {{rank}} of {{trainer.args.world_size}} trained {{trainer.state.
 if rank == 0:
     torch.save({{"state": model.state_dict(), "log": trainer.state.log_history[0]}}, {result!r})
 trainer.accelerator.wait_for_everyone()
-torch.distributed.destroy_process_group()
+# Leave without tearing the process group down: its C++ threads sometimes abort a worker at exit on a loaded machine
+# ("terminate called without an active exception", SIGABRT after both processes had trained and the result was
+# saved: CI, 2026-12-04). Everything this test checks is written and flushed by now.
+sys.stdout.flush()
+import os
+os._exit(0)
 """
 
 
