@@ -114,7 +114,7 @@ def test_objective_losses_are_logged_to_the_trainer_state(tiny_gpt2_dir, corrupt
 
 
 DDP_SCRIPT = """
-import sys, torch
+import os, sys, torch
 sys.path.insert(0, {repo!r})
 from tests.test_trainer import build, one_step
 batch = torch.load({batch!r})
@@ -129,7 +129,6 @@ trainer.accelerator.wait_for_everyone()
 # ("terminate called without an active exception", SIGABRT after both processes had trained and the result was
 # saved: CI, 2026-12-04). Everything this test checks is written and flushed by now.
 sys.stdout.flush()
-import os
 os._exit(0)
 """
 
