@@ -57,6 +57,7 @@ def resolve_video_backbone(
     crop_size: int | None = None,
     resize_size: int | None = None,
     layer: str | None = None,
+    rgb_difference: bool = False,
 ) -> dict[str, Any]:
     """Describe a backbone as a spec dict (what `VGDGPT2Config.video_backbone` stores).
 
@@ -124,6 +125,10 @@ def resolve_video_backbone(
             "image_std": [float(v) for v in preset.std],
             "layer": layer,
         }
+        if rgb_difference:
+            if spec["clip_length"] < 2:
+                raise ValueError(f"rgb_difference needs clips of at least 2 frames, got clip_length={spec['clip_length']}")
+            spec["rgb_difference"] = True  # only when set: specs written before the option compare equal without it
         if spec["crop_size"] > spec["resize_size"]:
             raise ValueError(
                 f"crop_size {spec['crop_size']} is larger than resize_size {spec['resize_size']}: frames are resized to a shorter "
@@ -131,6 +136,8 @@ def resolve_video_backbone(
                 "padding; use resize_size >= crop_size"
             )
     else:
+        if rgb_difference:
+            raise ValueError(f"rgb_difference is for torchvision backbones; {name} takes exactly its num_frames frames")
         from transformers import AutoConfig
 
         model_config = AutoConfig.from_pretrained(name)
@@ -206,7 +213,7 @@ def video_processor_settings(spec: dict[str, Any]) -> dict[str, Any]:
 def same_backbone(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two specs give the same features (name, weights, clip length, rate, sizes, layer, standardisation)."""
     keys = ("name", "weights", "clip_length", "fps", "resize_size", "crop_size", "layer", "random_init_seed",
-            "feature_mean", "feature_std")
+            "rgb_difference", "feature_mean", "feature_std")
     return all(a.get(key) == b.get(key) for key in keys)
 
 
@@ -237,7 +244,8 @@ class VGDVideoBackbone(nn.Module):
     spec names. The backbone never trains: its parameters do not require gradients and it stays in eval mode
     (batch-norm statistics frozen) whatever `train()` is called with.
 
-    Forward: `pixel_values_videos` `[N, T, 3, H, W]` (N clips of T frames, normalised) -> `[N, P, D]` float.
+    Forward: `pixel_values_videos` `[N, T, 3, H, W]` (N clips of T frames, normalised) -> `[N, P, D]` float (with
+    `rgb_difference` in the spec: the features of the frames, then those of their differences, D = 2 x the network's).
     """
 
     def __init__(self, spec: dict[str, Any]):
@@ -322,9 +330,13 @@ class VGDVideoBackbone(nn.Module):
         pixel_values_videos = pixel_values_videos.to(device=parameter.device, dtype=parameter.dtype)
         if self.spec["library"] == "transformers":
             return self.standardize(self._transformers_grid(pixel_values_videos))
-        grid = self._torchvision_grid(pixel_values_videos.transpose(1, 2))  # torchvision: [N, 3, T, H, W]
+        clips = pixel_values_videos.transpose(1, 2)  # torchvision: [N, 3, T, H, W]
         # grid: [N, D, T', H', W'] -> mean over T' -> [N, H' * W', D]
-        return self.standardize(grid.mean(dim=2).flatten(2).transpose(1, 2))
+        features = self._torchvision_grid(clips).mean(dim=2).flatten(2).transpose(1, 2)
+        if self.spec.get("rgb_difference"):  # the same network on the frame-to-frame differences: [N, P, 2 * D]
+            motion = self._torchvision_grid(clips[:, :, 1:] - clips[:, :, :-1]).mean(dim=2).flatten(2).transpose(1, 2)
+            features = torch.cat([features, motion], dim=-1)
+        return self.standardize(features)
 
     def standardize(self, features: torch.Tensor) -> torch.Tensor:
         """`(features - feature_mean) / feature_std` per channel when the spec records them (else unchanged).

@@ -110,7 +110,7 @@ def check_or_record_backbone(directory: str, spec: dict[str, Any], same_backbone
         with open(path, encoding="utf-8") as f:
             recorded = json.load(f)
         if not same_backbone(recorded, spec):
-            keys = ("name", "weights", "clip_length", "fps", "resize_size", "crop_size", "layer", "random_init_seed")
+            keys = ("name", "weights", "clip_length", "fps", "resize_size", "crop_size", "layer", "random_init_seed", "rgb_difference")
             differences = ", ".join(f"{key}: {recorded.get(key)!r} there, {spec.get(key)!r} now" for key in keys if recorded.get(key) != spec.get(key))
             if any(recorded.get(key) != spec.get(key) for key in ("feature_mean", "feature_std")):
                 differences = ", ".join(filter(None, [differences, "feature standardisation (feature_mean / feature_std) differs"]))
@@ -374,6 +374,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--crop_size", type=int, default=None, help="center crop (default: the backbone's, e.g. 112)")
     parser.add_argument("--resize_size", type=int, default=None, help="shorter side before cropping (default: the backbone's, e.g. 128)")
     parser.add_argument("--layer", default=None, help="feature map taken (3D ResNets: layer2 / layer3 / layer4; default the last)")
+    parser.add_argument("--rgb_difference", action="store_true", help="also run the backbone on each clip's frame-to-frame differences (TSN's motion input) and append those features: D doubles (torchvision backbones)")
     parser.add_argument("--max_clips", type=int, default=None, help="at most this many clips per video, uniformly spread (default: all)")
     parser.add_argument("--batch_size", type=int, default=32, help="clips per backbone call (default 32)")
     parser.add_argument("--num_workers", type=int, default=None, help="decoding processes (default: CPU cores - 1, at most 8; 0 decodes in the main process)")
@@ -410,6 +411,7 @@ def main(argv=None) -> dict[str, int]:
     spec = resolve_video_backbone(
         args.backbone, pretrained=not args.random_init, weights=args.weights, clip_length=args.clip_length,
         fps=args.fps, crop_size=args.crop_size, resize_size=args.resize_size, layer=args.layer,
+        rgb_difference=args.rgb_difference,
     )
     if args.random_init:  # recorded in backbone.json: a model trained on these features rebuilds the same weights
         spec["random_init_seed"] = int(args.seed)

@@ -76,6 +76,7 @@ class VideoDemoArguments:
     clip_length: int = field(default=8, metadata={"help": "Frames per clip (one feature frame each)."})
     sample_fps: float | None = field(default=4, metadata={"help": "Resample the videos to this rate before cutting clips (the 8-fps videos at 4 fps: 8 frames per action)."})
     layer: str | None = field(default="layer3", metadata={"help": "Feature map taken (3D ResNets: layer2 / layer3 / layer4)."})
+    rgb_difference: bool = field(default=False, metadata={"help": "Also extract the backbone's features of each clip's frame-to-frame differences (TSN's motion input; D doubles): the static room cancels, the person's motion remains (docs/video.md)."})
     extract_batch_size: int = field(default=16, metadata={"help": "Clips per backbone call."})
     extract_workers: int = field(default=1, metadata={"help": "Decoding processes of the extraction (0: in this process)."})
     extract_threads: int = field(default=1, metadata={"help": "Torch threads of the backbone."})
@@ -150,6 +151,7 @@ def paths(args: VideoDemoArguments) -> dict[str, str]:
     backbone_settings = {
         "backbone": args.backbone, "weights": args.weights, "seed": args.backbone_seed if args.weights is None else None,
         "crop": args.crop_size, "resize": args.resize_size, "layer": args.layer, "clip": args.clip_length, "fps": args.sample_fps,
+        **({"rgb_difference": True} if args.rgb_difference else {}),  # absent when off: earlier runs' folders keep their names
     }
     gpt2_settings = {"data": data_settings, "n_layer": args.n_layer, "n_embd": args.n_embd, "n_head": args.n_head, "vocab": args.vocab_size}
     data_dir = os.path.join(args.cache_dir, f"data-{_hash(data_settings)}")
@@ -173,6 +175,7 @@ def extract_arguments(args: VideoDemoArguments) -> list[str]:
     for name, option in (("crop_size", "crop_size"), ("resize_size", "resize_size"), ("layer", "layer"), ("clip_length", "clip_length"), ("sample_fps", "fps")):
         if getattr(args, name) is not None:
             options += [f"--{option}", str(getattr(args, name))]
+    options += ["--rgb_difference"] if args.rgb_difference else []
     if args.weights is None:
         options += ["--random_init", "--seed", str(args.backbone_seed)]
     else:

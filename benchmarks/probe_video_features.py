@@ -109,9 +109,9 @@ def main(argv=None):
         results[fact] = fit_probe(xs["fit"], ys["fit"], xs["test"], ys["test"], len(values))
     values = FACT_VALUES["action"]
     clips_by_part, ys = {}, {}  # one example per clip: its [P, D] features and its segment's action
-    for part, rows in data.items():
-        pairs = [(features[index], values.index(action)) for features, facts in rows
-                 for index, action in enumerate(facts["actions"][: len(features)])]
+    for part, rows in data.items():  # F clips over the video's actions in order: clip i shows action i * A // F
+        pairs = [(features[index], values.index(facts["actions"][index * len(facts["actions"]) // len(features)]))
+                 for features, facts in rows for index in range(len(features))]
         clips_by_part[part] = np.stack([clip for clip, _ in pairs])
         ys[part] = np.array([label for _, label in pairs])
     xs = {part: clips.reshape(len(clips), -1) for part, clips in clips_by_part.items()}

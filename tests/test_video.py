@@ -525,3 +525,56 @@ def test_feature_standardisation_is_recorded_and_applied_by_the_backbone(synthet
     assert VGDVideoBackbone(recorded).spec["feature_std"] == standardised["feature_std"]
     with pytest.raises(ValueError, match="feature standardisation"):
         main([str(video_dir), str(raw), *EXTRACT_ARGS, "--num_workers", "0", "--feature_stats", str(tmp_path / "stats.json")])
+
+
+def test_rgb_difference_appends_the_features_of_frame_differences():
+    """`rgb_difference=True`: the same network on each clip's frames, then on their consecutive differences (T - 1
+    frames), concatenated (D doubles); recorded in the spec, told apart by `same_backbone`; refused where it cannot work."""
+    from video_backbone_vgd import same_backbone
+
+    plain = resolve_video_backbone("r3d_18", pretrained=False, crop_size=32, clip_length=4, layer="layer3")
+    spec = resolve_video_backbone("r3d_18", pretrained=False, crop_size=32, clip_length=4, layer="layer3", rgb_difference=True)
+    assert spec["rgb_difference"] is True and "rgb_difference" not in plain
+    assert (spec["num_regions"], spec["feature_dim"]) == (plain["num_regions"], 2 * plain["feature_dim"]) == (16, 512)
+    assert not same_backbone(plain, spec) and same_backbone(spec, dict(spec))
+    torch.manual_seed(0)
+    backbone = VGDVideoBackbone(spec)
+    frames_only = VGDVideoBackbone(plain)
+    frames_only.model.load_state_dict(backbone.model.state_dict())
+    clips = torch.randn(2, 4, 3, 32, 32)
+    with torch.no_grad():
+        grid = backbone(clips)
+        expected = torch.cat([frames_only(clips), frames_only(clips[:, 1:] - clips[:, :-1])], dim=-1)
+    assert grid.shape == (2, 16, 512)
+    torch.testing.assert_close(grid, expected)
+    static = clips[:, :1].expand(-1, 4, -1, -1, -1)  # a still clip: its differences are zero, so is their motion part
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(static)[..., 256:], frames_only(torch.zeros(2, 3, 3, 32, 32)))
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        resolve_video_backbone("r3d_18", pretrained=False, clip_length=1, rgb_difference=True)
+
+
+def test_extract_features_rgb_difference_matches_the_models_backbone(synthetic_videos, tmp_path):
+    """`--rgb_difference` writes [F, P, 2D] features, records the option in backbone.json, and a backbone rebuilt from
+    that record computes the same features from the processor's clips of the .mp4 (what a trained model does)."""
+    from avsd_dataset.extract_features import main
+    from video_backbone_vgd import video_processor_settings
+    from video_processing_vgd import VGDVideoProcessor
+
+    data_dir, info = synthetic_videos
+    video_dir = tmp_path / "videos"
+    video_dir.mkdir()
+    name = sorted(os.listdir(info["video_dir"]))[0]
+    os.link(os.path.join(info["video_dir"], name), video_dir / name)
+    main([str(video_dir), str(tmp_path / "features"), *EXTRACT_ARGS, "--num_workers", "0", "--rgb_difference"])
+    recorded = json.loads((tmp_path / "features" / "r3d_18" / "backbone.json").read_text())
+    features = np.load(tmp_path / "features" / "r3d_18" / (os.path.splitext(name)[0] + ".npy"))
+    assert recorded["rgb_difference"] is True and features.shape[-1] == recorded["feature_dim"] == 1024
+    processor = VGDVideoProcessor(**video_processor_settings(recorded))
+    clips = processor(videos=[str(video_dir / name)], return_tensors="pt")
+    backbone = VGDVideoBackbone(recorded)
+    with torch.no_grad():
+        grid = backbone(clips["pixel_values_videos"][0][clips["video_clip_mask"][0]])
+    np.testing.assert_allclose(grid.numpy(), features, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=r"another backbone \(rgb_difference: True there, None now\)"):
+        main([str(video_dir), str(tmp_path / "features"), *EXTRACT_ARGS, "--num_workers", "0"])
