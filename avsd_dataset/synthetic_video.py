@@ -47,6 +47,12 @@ from .synthetic import FACT_VALUES, load_ground_truth
 
 VIDEO_DIR = "videos"
 TEST_VIDEO_DIR = "videos_testset"
+# Bumped whenever the same facts are drawn differently, so that cached videos of an older drawing are not reused
+# (`avsd_dataset.video_demo` names its data folder with it). 2: objects are at least MIN_OBJECT_SIZE pixels.
+RENDERER_VERSION = 2
+# Below 6 x 6 pixels the 8 shapes are not all different: at 4 x 4 the disc, the diamond and the cross are the same
+# mask (book, box and pillow looked alike in the 32 x 32 video demo before renderer version 2).
+MIN_OBJECT_SIZE = 6
 
 ROOM_COLORS = np.array(
     [[200, 180, 150], [150, 170, 210], [210, 230, 230], [120, 120, 120], [220, 200, 120], [110, 90, 80], [170, 210, 150], [200, 150, 190]],
@@ -119,7 +125,12 @@ def render_video_frames(
     background[stripes] = (background[stripes].astype(np.int16) * 3 // 4).astype(np.uint8)
     table_top = int(height * 0.7)
     background[table_top:] = (90, 60, 40)
-    size = max(4, min(width // (2 * num_regions), height // 6))
+    if width // num_regions < MIN_OBJECT_SIZE:
+        raise ValueError(
+            f"a frame {width} pixels wide cannot show {num_regions} object regions with objects of at least "
+            f"{MIN_OBJECT_SIZE} pixels (the size at which the 8 shapes differ): use a width of at least {MIN_OBJECT_SIZE * num_regions}"
+        )
+    size = max(MIN_OBJECT_SIZE, min(width // (2 * num_regions), height // 6))
     slot = width / num_regions
     for region in facts["object_regions"]:
         left = int(slot * region + (slot - size) / 2)

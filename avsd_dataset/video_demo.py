@@ -51,6 +51,8 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
+from .synthetic_video import RENDERER_VERSION
+
 
 @dataclass
 class VideoDemoArguments:
@@ -146,7 +148,7 @@ def paths(args: VideoDemoArguments) -> dict[str, str]:
     """The folders of the run, each named by the settings that determine its content."""
     data_settings = {
         "train": args.num_train_dialogs, "valid": args.num_valid_dialogs, "test": args.num_test_dialogs, "seed": args.data_seed,
-        "height": args.height, "width": args.width, "fps": args.fps,
+        "height": args.height, "width": args.width, "fps": args.fps, "renderer": RENDERER_VERSION,
     }
     backbone_settings = {
         "backbone": args.backbone, "weights": args.weights, "seed": args.backbone_seed if args.weights is None else None,

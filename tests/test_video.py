@@ -391,6 +391,22 @@ def test_synthetic_videos_show_the_facts(synthetic_videos):
         assert motion.max() > 0 and len(set(np.round(motion, 3))) > 1
 
 
+def test_the_eight_objects_differ_in_the_video_demos_32_pixel_frames():
+    from avsd_dataset.synthetic import FACT_VALUES
+    from avsd_dataset.synthetic_video import render_video_frames
+
+    facts = {"place": FACT_VALUES["place"][0], "color": "red", "object_regions": [1], "actions": ["walks"]}
+    masks = set()
+    for kind in FACT_VALUES["object"]:
+        frame = render_video_frames({**facts, "object": kind}, num_regions=4, frames_per_action=1, height=32, width=32)[0]
+        red = (frame[..., 0] > 180) & (frame[..., 1] < 80) & (frame[..., 2] < 80)  # the object's pixels (noise is +-6)
+        assert red[:, :8].sum() == 0 and red[:, 16:].sum() == 0 and red.sum() >= 12, kind  # in region 1, visible
+        masks.add(red.tobytes())
+    assert len(masks) == 8  # every shape is drawn differently (at 4 pixels the disc, diamond and cross coincided)
+    with pytest.raises(ValueError, match="20 pixels wide cannot show 4 object regions"):
+        render_video_frames({**facts, "object": "cup"}, num_regions=4, frames_per_action=1, height=20, width=20)
+
+
 def test_extract_features_writes_where_the_store_reads(synthetic_videos, tmp_path, capsys):
     from avsd_dataset import VideoFeatureStore
     from avsd_dataset.extract_features import FAILURES_FILE, main
