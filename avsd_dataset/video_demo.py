@@ -75,17 +75,17 @@ class VideoDemoArguments:
     backbone_seed: int = field(default=0, metadata={"help": "Seed of the random-init backbone (recorded in the model's config)."})
     crop_size: int | None = field(default=24, metadata={"help": "Center crop of the backbone input (the frames are resized to --resize_size first)."})
     resize_size: int | None = field(default=24, metadata={"help": "Shorter side before cropping (= --crop_size: the whole square frame is seen)."})
-    clip_length: int = field(default=8, metadata={"help": "Frames per clip (one feature frame each)."})
-    sample_fps: float | None = field(default=4, metadata={"help": "Resample the videos to this rate before cutting clips (the 8-fps videos at 4 fps: 8 frames per action)."})
+    clip_length: int = field(default=4, metadata={"help": "Frames per clip (one feature frame each; 4 frames at 6 fps: three clips per 2-second action)."})
+    sample_fps: float | None = field(default=6, metadata={"help": "Resample the videos to this rate before cutting clips (the 8-fps videos at 6 fps: 12 frames per action)."})
     layer: str | None = field(default="layer3", metadata={"help": "Feature map taken (3D ResNets: layer2 / layer3 / layer4)."})
-    rgb_difference: bool = field(default=False, metadata={"help": "Also extract the backbone's features of each clip's frame-to-frame differences (TSN's motion input; D doubles): the static room cancels, the person's motion remains (docs/video.md)."})
+    rgb_difference: bool = field(default=True, metadata={"help": "Also extract the backbone's features of each clip's frame-to-frame differences (TSN's motion input; D doubles): the static room cancels, the person's motion remains (docs/video.md)."})
     extract_batch_size: int = field(default=16, metadata={"help": "Clips per backbone call."})
     extract_workers: int = field(default=1, metadata={"help": "Decoding processes of the extraction (0: in this process)."})
     extract_threads: int = field(default=1, metadata={"help": "Torch threads of the backbone."})
     standardize_features: bool = field(default=True, metadata={"help": "Standardise the backbone's output per channel with the mean / std of the training videos' features (fitted once, recorded in backbone.json and the model's config, applied by the model's backbone too)."})
     # model and training
     video_pooling: str = field(
-        default="spatiotemporal",
+        default="temporal",
         metadata={"help": "Video tokens the model reads (run_vgd --video_pooling): spatiotemporal (every clip x region), temporal "
                   "(one token per clip, the regions averaged) or spatial (one per region, the clips averaged)."},
     )
@@ -95,7 +95,7 @@ class VideoDemoArguments:
     n_head: int = field(default=4, metadata={"help": "Heads of the offline GPT-2."})
     vocab_size: int = field(default=600, metadata={"help": "BPE vocabulary of the offline tokenizer."})
     seed: int = field(default=0, metadata={"help": "Training seed."})
-    num_train_epochs: float = field(default=8, metadata={"help": "Training epochs."})
+    num_train_epochs: float = field(default=20, metadata={"help": "Training epochs (20: the most that keeps the whole command within 20 minutes on an idle 2-core CPU; more epochs answer better, docs/video.md)."})
     max_steps: int = field(default=-1, metadata={"help": "Training steps (overrides --num_train_epochs when > 0)."})
     learning_rate: float = field(default=3e-3, metadata={"help": "Peak learning rate."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size."})

@@ -61,7 +61,8 @@ def test_the_model_records_the_backbone_and_answers_from_a_test_mp4_as_from_its_
     model = VGDGPT2ForDialogue.from_pretrained(str(root / "model")).eval()
     backbone = model.config.video_backbone
     assert backbone["name"] == "r3d_18" and backbone["weights"] is None and backbone["random_init_seed"] == 5
-    assert backbone["crop_size"] == 16 and backbone["clip_length"] == 8 and backbone["layer"] == "layer3"
+    assert backbone["crop_size"] == 16 and backbone["clip_length"] == 4 and backbone["layer"] == "layer3"
+    assert backbone["rgb_difference"] is True and model.config.video_pooling == "temporal"  # the demo's defaults
     # the per-channel standardisation fitted on the training videos is recorded with the backbone and applied by it
     assert len(backbone["feature_mean"]) == len(backbone["feature_std"]) == backbone["feature_dim"]
     with open(os.path.join(result["paths"]["feature_dir"], "r3d_18", "backbone.json")) as f:
@@ -73,7 +74,8 @@ def test_the_model_records_the_backbone_and_answers_from_a_test_mp4_as_from_its_
         features, _ = model.extract_video_features(inputs["pixel_values_videos"], inputs["video_clip_mask"])
     stream_dir = os.path.join(result["paths"]["feature_dir"], "r3d_18_testset")
     extracted = np.load(os.path.join(stream_dir, answer["image_id"] + ".npy"))
-    np.testing.assert_allclose(features[0].numpy(), extracted, rtol=1e-4, atol=1e-5)
+    assert features.shape[1:3] == (extracted.shape[0], 1)  # temporal pooling: one token per clip, the regions averaged
+    np.testing.assert_allclose(features[0].numpy(), extracted.mean(axis=1, keepdims=True), rtol=1e-4, atol=1e-5)
 
 
 def test_a_rerun_reuses_videos_features_and_model(demo_run):
@@ -133,23 +135,29 @@ def test_pretrained_weights_path_with_a_local_weights_file(demo_run, tmp_path, m
     assert again["answer_from_video"] == result["answer"]["answer_from_video"]
 
 
-def test_temporal_pooling_reuses_the_features_and_answers_from_an_mp4_with_one_token_per_clip(demo_run, tmp_path):
-    """`--video_pooling temporal`: the same videos and features, a model that reads one token per clip (the regions
-    averaged), recorded in its config, and the same answer from a test .mp4 as from its extracted features."""
+def test_spatiotemporal_tokens_reuse_the_features_and_answer_from_an_mp4_with_every_region(demo_run, tmp_path):
+    """`--video_pooling spatiotemporal`: the same videos and features, a model that reads every clip x region token,
+    recorded in its config; its own features of a test .mp4 equal the extracted ones region by region, and it gives
+    the same answer from the .mp4 as from those features."""
     from avsd_dataset.video_demo import main
     from modeling_vgd_gpt2 import VGDGPT2ForDialogue
     from processing_vgd import VGDProcessor
 
     root, _, first = demo_run
     argv = ["--output_dir", str(tmp_path / "model"), "--cache_dir", str(root / "cache"), "--backbone_seed", "5", *CI_ARGS,
-            "--video_pooling", "temporal"]
+            "--video_pooling", "spatiotemporal"]
     result = main(argv)
     assert result["rendered"]["rendered"] == 0 and result["extracted"]["train"]["done"] == 0 and result["trained"] is True
     assert result["paths"]["feature_dir"] == first["paths"]["feature_dir"]
-    model = VGDGPT2ForDialogue.from_pretrained(str(tmp_path / "model"))
-    assert model.config.video_pooling == "temporal"
-    features = np.load(os.path.join(first["paths"]["feature_dir"], "r3d_18_testset", result["answer"]["image_id"] + ".npy"))
+    model = VGDGPT2ForDialogue.from_pretrained(str(tmp_path / "model")).eval()
+    assert model.config.video_pooling == "spatiotemporal"
+    answer = result["answer"]
+    extracted = np.load(os.path.join(first["paths"]["feature_dir"], "r3d_18_testset", answer["image_id"] + ".npy"))
     processor = VGDProcessor.from_pretrained(str(tmp_path / "model"))
-    inputs = processor(video_features=features, question="where is he ?", return_tensors="pt")
-    assert inputs["video_features"].shape[1:3] == (features.shape[0], 1)  # [B, F, 1, D]: one token per clip
-    assert result["answer"]["answer_from_video"] == result["answer"]["answer_from_features"]
+    inputs = processor(video_features=extracted, question="where is he ?", return_tensors="pt")
+    assert inputs["video_features"].shape[1:3] == extracted.shape[:2]  # [B, F, P, D]: every clip x region
+    inputs = processor(videos=[answer["video"]], question=[answer["question"]], return_tensors="pt")
+    with torch.no_grad():
+        features, _ = model.extract_video_features(inputs["pixel_values_videos"], inputs["video_clip_mask"])
+    np.testing.assert_allclose(features[0].numpy(), extracted, rtol=1e-4, atol=1e-5)
+    assert answer["answer_from_video"] == answer["answer_from_features"]
