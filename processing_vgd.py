@@ -90,6 +90,47 @@ def example_video(example: Mapping[str, Any], index: int, video_feature_dim: int
     return features, mask
 
 
+# Video keys of one unbatched example: pre-extracted features, or the decoded clips of a video file.
+FEATURE_KEYS = ("video_features", "video_mask")
+CLIP_KEYS = ("pixel_values_videos", "video_clip_mask")
+
+
+def pad_clips(examples: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """`pixel_values_videos` `[B, C, T, 3, H, W]` (zero clips appended) and `video_clip_mask` `[B, C]` (False there)
+    from unbatched examples with `pixel_values_videos` `[C_i, T, 3, H, W]` and optionally `video_clip_mask` `[C_i]`."""
+    with_clips = [i for i, example in enumerate(examples) if example.get("pixel_values_videos") is not None]
+    if len(with_clips) != len(examples):
+        without = next(i for i in range(len(examples)) if i not in with_clips)
+        raise ValueError(
+            f"example {with_clips[0]} has pixel_values_videos (a video file) but example {without} has none: one batch "
+            "takes video files in every example or in none (put features and files in separate batches)"
+        )
+    clips, masks = [], []
+    for index, example in enumerate(examples):
+        values = example["pixel_values_videos"]
+        values = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+        if values.ndim != 5:
+            raise ValueError(f"example {index}: pixel_values_videos must be [clips, frames, 3, height, width] for one example, got {tuple(values.shape)}")
+        if clips and values.shape[1:] != clips[0].shape[1:]:
+            raise ValueError(
+                f"example {index}: clips of shape {tuple(values.shape[1:])} but example 0 has {tuple(clips[0].shape[1:])} "
+                "(one batch needs one video processor setting)"
+            )
+        mask = example.get("video_clip_mask")
+        mask = np.ones(len(values), bool) if mask is None else np.asarray(mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else mask, dtype=bool)
+        if mask.shape != (len(values),):
+            raise ValueError(f"example {index}: video_clip_mask has shape {tuple(mask.shape)} but there are {len(values)} clips")
+        clips.append(values)
+        masks.append(mask)
+    num_clips = max(len(values) for values in clips)
+    pixels = np.zeros((len(clips), num_clips, *clips[0].shape[1:]), dtype=clips[0].dtype)
+    clip_mask = np.zeros((len(clips), num_clips), dtype=bool)
+    for i, (values, mask) in enumerate(zip(clips, masks)):
+        pixels[i, : len(values)] = values
+        clip_mask[i, : len(values)] = mask
+    return {"pixel_values_videos": pixels, "video_clip_mask": clip_mask}
+
+
 def pad_examples(
     examples: Sequence[Mapping[str, Any]],
     pad_token_id: int,
@@ -98,7 +139,7 @@ def pad_examples(
     pad_to_multiple_of: int | None = None,
     allocate_video: Callable[[tuple[int, ...]], np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Pad unbatched examples (each a dict of 1-D arrays, [`VGDProcessor.process_example`] outputs) into `[B, L]` text arrays and `[B, F, P, D]` / `[B, F, P]` video arrays (numpy)."""
+    """Pad unbatched examples (each a dict of 1-D arrays, [`VGDProcessor.process_example`] outputs) into `[B, L]` text arrays and `[B, F, P, D]` / `[B, F, P]` video arrays (numpy), or, for examples made from video files, `[B, C, T, 3, H, W]` clips and their `[B, C]` mask."""
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     if len(examples) == 0:
@@ -108,9 +149,9 @@ def pad_examples(
         raise ValueError(
             f"example 0 lacks {missing}: examples must be VGDProcessor outputs with keys {list(TEXT_KEYS)}"
         )
-    text_keys = [key for key in examples[0] if key not in ("video_features", "video_mask")]
+    text_keys = [key for key in examples[0] if key not in FEATURE_KEYS + CLIP_KEYS]
     for index, example in enumerate(examples):
-        keys = [key for key in example if key not in ("video_features", "video_mask")]
+        keys = [key for key in example if key not in FEATURE_KEYS + CLIP_KEYS]
         if sorted(keys) != sorted(text_keys):
             raise ValueError(f"example {index} has keys {sorted(keys)} but example 0 has {sorted(text_keys)}")
 
@@ -137,6 +178,9 @@ def pad_examples(
                 array[i, : len(values)] = values
         batch[key] = array
 
+    if any(example.get("pixel_values_videos") is not None for example in examples):
+        batch.update(pad_clips(examples))
+        return batch
     videos = [example_video(example, index, video_feature_dim) for index, example in enumerate(examples)]
     with_video = [i for i, (features, _) in enumerate(videos) if features.shape[0] > 0]
     dims = {videos[i][0].shape[2] for i in with_video}

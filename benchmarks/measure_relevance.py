@@ -3,6 +3,8 @@
 ```bash
 python benchmarks/measure_relevance.py                            # the demo model (outputs/demo) and its dataset
 python benchmarks/measure_relevance.py --model PATH --data_dir FOLDER --split validation --method rollout
+python benchmarks/measure_relevance.py --model outputs/video-demo --data_dir outputs/video-demo-cache/data-<hash> \
+    --split test --videos    # a video demo's model, answering from the rendered .mp4 files
 ```
 
 In the synthetic videos (`avsd_dataset/synthetic.py`) action `k` of a video lives in the frames of temporal segment
@@ -12,7 +14,11 @@ action (`action_first`, `action_last`, `action_next`, `action_before`), the mode
 over regions) is a frame of the asked action's segment, whatever the model answered. The uniform baseline (a map
 that is the same everywhere, i.e. a frame picked at random) hits with probability `frames of the segment / F`. For
 the object questions (`object`, `color`, `count`) the same is done over regions (the map summed over frames)
-against the object regions, baseline `object regions / P`. Prints one JSON object.
+against the object regions, baseline `object regions / P`. With `--videos` the model answers from the rendered
+`.mp4` files of a video demo's data folder (`python -m avsd_dataset.video_demo`): its F clips are mapped to the
+actions the same way (clip `f` of F shows action `f * num_actions // F`), and only the frames are measured (the
+backbone's regions are not the dataset's object regions; a model with `--video_pooling temporal` has one token
+per clip). Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -45,18 +51,26 @@ class MeasureArguments:
     batch_size: int = field(default=16, metadata={"help": "Examples per generate() call."})
     max_new_tokens: int = field(default=20, metadata={"help": "The longest answer, in tokens."})
     max_examples: int | None = field(default=None, metadata={"help": "Evaluate at most this many turns."})
+    videos: bool = field(default=False, metadata={"help": "Answer from the rendered .mp4 files (videos/, videos_testset/) instead of the dataset's feature files; frames only."})
 
 
-def load_turns(data_dir: str, split: str) -> list[dict]:
-    """The turns to evaluate: `{"image_id", "caption", "history", "question", "question_type", "answer_word", "video"}`."""
+def load_turns(data_dir: str, split: str, videos: bool = False) -> list[dict]:
+    """The turns to evaluate: `{"image_id", "caption", "history", "question", "question_type", "answer_word", "video"}`
+    (`video`: the feature `.npy` file, or with `videos` the rendered `.mp4` file)."""
     from avsd_dataset.synthetic import FEATURES_DIR, SPLIT_FILES, TEST_DIR_SUFFIX, load_config, load_ground_truth
+    from avsd_dataset.synthetic_video import TEST_VIDEO_DIR, VIDEO_DIR
 
     ground_truth = load_ground_truth(data_dir)
     stream = load_config(data_dir).video_stream
     with open(os.path.join(data_dir, SPLIT_FILES[split]), encoding="utf-8") as f:
         dialogs = {dialog["image_id"]: dialog for dialog in json.load(f)["dialogs"]}
     annotations = ground_truth["test"] if split == "test" else ground_truth["splits"][split]
-    feature_dir = os.path.join(data_dir, FEATURES_DIR, stream + (TEST_DIR_SUFFIX if split == "test" else ""))
+    if videos:
+        video_dir, extension = os.path.join(data_dir, TEST_VIDEO_DIR if split == "test" else VIDEO_DIR), ".mp4"
+    else:
+        video_dir, extension = os.path.join(data_dir, FEATURES_DIR, stream + (TEST_DIR_SUFFIX if split == "test" else "")), ".npy"
+    if not os.path.isdir(video_dir):
+        raise FileNotFoundError(f"{video_dir} does not exist: {'render the videos (python -m avsd_dataset.video_demo)' if videos else 'is --data_dir a synthetic dataset folder?'}")
     turns = []
     for entry in annotations:
         dialog = dialogs[entry["image_id"]]
@@ -69,7 +83,7 @@ def load_turns(data_dir: str, split: str) -> list[dict]:
                 "question": dialog["dialog"][index]["question"],
                 "question_type": entry["question_type"],
                 "answer_word": entry["answer_word"],
-                "video": os.path.join(feature_dir, f"{entry['image_id']}.npy"),
+                "video": os.path.join(video_dir, entry["image_id"] + extension),
             }
         )
     return turns
@@ -86,10 +100,11 @@ def ground_truth_cells(turn: dict, video: dict, num_frames: int, num_actions: in
     return None
 
 
-def measure(chat_pipeline, turns: list[dict], data_dir: str, method: str, batch_size: int, max_new_tokens: int) -> dict:
+def measure(chat_pipeline, turns: list[dict], data_dir: str, method: str, batch_size: int, max_new_tokens: int,
+            frames_only: bool = False) -> dict:
     from avsd_dataset.synthetic import is_correct_answer, load_config, load_ground_truth
 
-    config = load_config(data_dir)
+    num_actions = load_config(data_dir).num_actions
     ground_truth = load_ground_truth(data_dir)
     fact_values = ground_truth["fact_values"]
     inputs = [{key: turn[key] for key in ("video", "caption", "history", "question")} for turn in turns]
@@ -101,11 +116,11 @@ def measure(chat_pipeline, turns: list[dict], data_dir: str, method: str, batch_
                "regions": {"hits": 0, "baseline": 0.0, "n": 0, "hits_when_correct": 0, "n_correct": 0}}
     for turn, output in zip(turns, outputs):
         video = ground_truth["videos"][turn["image_id"]]
-        cells = ground_truth_cells(turn, video, config.num_frames, config.num_actions)
-        if cells is None:
+        relevance = output["video_relevance"]  # [F, P] of this model's video tokens
+        cells = ground_truth_cells(turn, video, relevance.shape[0], num_actions)
+        if cells is None or (frames_only and cells[0] == "regions"):
             continue
         axis, holding = cells
-        relevance = output["video_relevance"]
         profile = relevance.sum(axis=1) if axis == "frames" else relevance.sum(axis=0)
         hit = int(np.argmax(profile)) in holding
         fact_type = "action" if axis == "frames" else turn["question_type"]
@@ -143,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.ERROR)
     methods = ("attention", "rollout") if args.method == "both" else (args.method,)
     chat_pipeline = load_chat_pipeline(args.model)
-    turns = load_turns(data_dir, args.split)[: args.max_examples]
+    turns = load_turns(data_dir, args.split, videos=args.videos)[: args.max_examples]
     for method in methods:
-        summary = measure(chat_pipeline, turns, data_dir, method, args.batch_size, args.max_new_tokens)
+        summary = measure(chat_pipeline, turns, data_dir, method, args.batch_size, args.max_new_tokens, frames_only=args.videos)
         print(json.dumps({"split": args.split, **summary}), flush=True)
     return 0
 

@@ -32,6 +32,8 @@ def main(argv=None) -> int:
     parser.add_argument("--image_id", default=None, help="A test video id (default: the first test dialogue's).")
     parser.add_argument("--png", default=os.path.join(REPO_ROOT, "docs", "video_page.png"))
     args = parser.parse_args(argv)
+    # the page runs in its own working folder: relative paths are taken from here
+    args.model_dir, args.data_dir = os.path.abspath(args.model_dir), os.path.abspath(args.data_dir)
 
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

@@ -481,6 +481,29 @@ def test_unbatched_outputs_for_the_collator(processor):
         processor(caption=[CAPTION], question=[QUESTION, QUESTION])
 
 
+def test_pad_appends_empty_clips_to_the_shorter_video_file(processor):
+    """Examples made from video files (the pipeline batches them): `[clips, T, 3, H, W]` each, padded with zero
+    clips that `video_clip_mask` marks absent; mixing them with feature examples is refused by name."""
+    rng = np.random.default_rng(0)
+    examples = []
+    for num_clips in (2, 3):
+        example = {key: np.asarray(value) for key, value in processor(caption=CAPTION, question=QUESTION).items()}
+        example["pixel_values_videos"] = rng.standard_normal((num_clips, 4, 3, 8, 8)).astype(np.float32)
+        example["video_clip_mask"] = np.ones(num_clips, bool)
+        examples.append(example)
+    batch = processor.pad(examples, return_tensors="pt")
+    assert batch["pixel_values_videos"].shape == (2, 3, 4, 3, 8, 8)
+    assert batch["video_clip_mask"].tolist() == [[True, True, False], [True, True, True]]
+    np.testing.assert_array_equal(batch["pixel_values_videos"][0, :2].numpy(), examples[0]["pixel_values_videos"])
+    assert (batch["pixel_values_videos"][0, 2] == 0).all() and "video_features" not in batch
+    mixed = [examples[0], {key: value for key, value in examples[1].items() if key not in ("pixel_values_videos", "video_clip_mask")}]
+    with pytest.raises(ValueError, match="example 0 has pixel_values_videos .* example 1 has none"):
+        processor.pad(mixed)
+    other_size = dict(examples[1], pixel_values_videos=np.zeros((3, 4, 3, 16, 16), np.float32))
+    with pytest.raises(ValueError, match=r"example 1: clips of shape \(4, 3, 16, 16\)"):
+        processor.pad([examples[0], other_size])
+
+
 def test_feature_extractor_call_pads_a_batch(processor):
     out = processor.feature_extractor([video(2, regions=3), video(4)], return_tensors="pt")
     assert out["video_features"].shape == (2, 4, 3, D)

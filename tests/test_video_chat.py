@@ -88,6 +88,22 @@ def test_pipeline_on_a_video_file_equals_processor_and_generate(trained):
     assert output["video_relevance"].shape == (4, 4)  # 64 frames -> 4 clips of 16; 2 x 2 cells of the 32-pixel crop
 
 
+def test_pipeline_batches_video_files_as_it_answers_them_one_by_one(trained):
+    """`chat([...], batch_size=2)` on .mp4 files (benchmarks/measure_relevance.py --videos does): the clips of a
+    batch are padded together, and every answer and relevance map equals the one-by-one call's."""
+    from transformers import pipeline
+
+    data_dir, _, model_dir = trained
+    chat = pipeline("video-grounded-dialogue", model=model_dir, trust_remote_code=True, device="cpu")
+    folder = os.path.join(data_dir, "videos_testset")
+    inputs = [{"video": os.path.join(folder, name), "question": QUESTION} for name in sorted(os.listdir(folder))]
+    batched = chat(inputs, batch_size=2, max_new_tokens=MAX_NEW_TOKENS, num_beams=1, return_video_relevance=True)
+    for one, output in zip(inputs, batched):
+        single = chat(**one, max_new_tokens=MAX_NEW_TOKENS, num_beams=1, return_video_relevance=True)
+        assert output["answer"] == single["answer"]
+        np.testing.assert_allclose(output["video_relevance"], single["video_relevance"], rtol=1e-4, atol=1e-6)
+
+
 def test_terminal_chat_answers_about_video_files(trained, tmp_path):
     from transformers import pipeline
 

@@ -161,3 +161,29 @@ def test_spatiotemporal_tokens_reuse_the_features_and_answer_from_an_mp4_with_ev
         features, _ = model.extract_video_features(inputs["pixel_values_videos"], inputs["video_clip_mask"])
     np.testing.assert_allclose(features[0].numpy(), extracted, rtol=1e-4, atol=1e-5)
     assert answer["answer_from_video"] == answer["answer_from_features"]
+
+
+def test_relevance_measured_on_the_rendered_mp4_files(demo_run, capsys):
+    """`benchmarks/measure_relevance.py --videos`: the model answers every validation turn from its .mp4 (batches of
+    two: the clips padded together) and each action question's top clip is checked against the rendered action."""
+    import sys
+
+    from avsd_dataset.synthetic import load_ground_truth
+
+    root, _, first = demo_run
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    try:
+        from measure_relevance import main as measure_relevance
+    finally:
+        sys.path.pop(0)
+    data_dir = first["paths"]["data_dir"]
+    assert measure_relevance(["--model", str(root / "model"), "--data_dir", data_dir, "--split", "validation", "--videos",
+                              "--batch_size", "2", "--max_new_tokens", "4"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    turns = load_ground_truth(data_dir)["splits"]["validation"]
+    actions = [turn for turn in turns if turn["question_type"].startswith("action_")]
+    assert actions, "the CI data's validation dialogue asks about actions"
+    assert summary["turns"] == len(turns) and summary["n_frame_questions"] == len(actions)
+    assert "n_region_questions" not in summary  # the backbone's regions are not the dataset's object regions
+    assert summary["uniform_baseline_frames"] == 0.25  # 12 clips, 3 per action
+    assert 0.0 <= summary["top_frame_hit_rate"] <= 1.0
