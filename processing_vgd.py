@@ -27,12 +27,12 @@ try:  # package layout (Hub / `trust_remote_code`): the files sit next to this o
     from .chat_template_vgd import VGD_CHAT_TEMPLATE, call_processor, conversation_to_example
     from .configuration_vgd_gpt2 import MODALITY_CAP, MODALITY_SYS, MODALITY_USR, MODALITY_VIS, SPECIAL_TOKENS, VGDGPT2Config
     from .feature_extraction_vgd import AVSD_STREAM_ORDER, VGDVideoFeatureExtractor, _pad_videos, uniform_frame_indices
-    from .video_processing_vgd import VGDVideoProcessor
+    from .video_processing_vgd import VGDVideoProcessor, pad_clip_batch
 except ImportError:  # top-level module layout (the repository root on sys.path)
     from chat_template_vgd import VGD_CHAT_TEMPLATE, call_processor, conversation_to_example
     from configuration_vgd_gpt2 import MODALITY_CAP, MODALITY_SYS, MODALITY_USR, MODALITY_VIS, SPECIAL_TOKENS, VGDGPT2Config
     from feature_extraction_vgd import AVSD_STREAM_ORDER, VGDVideoFeatureExtractor, _pad_videos, uniform_frame_indices
-    from video_processing_vgd import VGDVideoProcessor
+    from video_processing_vgd import VGDVideoProcessor, pad_clip_batch
 
 
 # ---------------------------------------------------------------------------------------------- padding
@@ -98,17 +98,16 @@ CLIP_KEYS = ("pixel_values_videos", "video_clip_mask")
 def pad_clips(examples: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """`pixel_values_videos` `[B, C, T, 3, H, W]` (zero clips appended) and `video_clip_mask` `[B, C]` (False there)
     from unbatched examples with `pixel_values_videos` `[C_i, T, 3, H, W]` and optionally `video_clip_mask` `[C_i]`."""
-    with_clips = [i for i, example in enumerate(examples) if example.get("pixel_values_videos") is not None]
-    if len(with_clips) != len(examples):
-        without = next(i for i in range(len(examples)) if i not in with_clips)
+    without = [i for i, example in enumerate(examples) if example.get("pixel_values_videos") is None]
+    if without:
+        with_clips = next(i for i in range(len(examples)) if i not in without)
         raise ValueError(
-            f"example {with_clips[0]} has pixel_values_videos (a video file) but example {without} has none: one batch "
+            f"example {with_clips} has pixel_values_videos (a video file) but example {without[0]} has none: one batch "
             "takes video files in every example or in none (put features and files in separate batches)"
         )
     clips, masks = [], []
     for index, example in enumerate(examples):
-        values = example["pixel_values_videos"]
-        values = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+        values = torch.as_tensor(example["pixel_values_videos"])
         if values.ndim != 5:
             raise ValueError(f"example {index}: pixel_values_videos must be [clips, frames, 3, height, width] for one example, got {tuple(values.shape)}")
         if clips and values.shape[1:] != clips[0].shape[1:]:
@@ -117,18 +116,13 @@ def pad_clips(examples: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
                 "(one batch needs one video processor setting)"
             )
         mask = example.get("video_clip_mask")
-        mask = np.ones(len(values), bool) if mask is None else np.asarray(mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else mask, dtype=bool)
+        mask = torch.ones(len(values), dtype=torch.bool) if mask is None else torch.as_tensor(mask, dtype=torch.bool)
         if mask.shape != (len(values),):
             raise ValueError(f"example {index}: video_clip_mask has shape {tuple(mask.shape)} but there are {len(values)} clips")
         clips.append(values)
         masks.append(mask)
-    num_clips = max(len(values) for values in clips)
-    pixels = np.zeros((len(clips), num_clips, *clips[0].shape[1:]), dtype=clips[0].dtype)
-    clip_mask = np.zeros((len(clips), num_clips), dtype=bool)
-    for i, (values, mask) in enumerate(zip(clips, masks)):
-        pixels[i, : len(values)] = values
-        clip_mask[i, : len(values)] = mask
-    return {"pixel_values_videos": pixels, "video_clip_mask": clip_mask}
+    pixel_values, clip_mask = pad_clip_batch(clips, masks)
+    return {"pixel_values_videos": pixel_values.numpy(), "video_clip_mask": clip_mask.numpy()}
 
 
 def pad_examples(

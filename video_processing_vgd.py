@@ -158,6 +158,25 @@ def _indices_at_rate(times: np.ndarray, rate: float) -> np.ndarray:
     return order[np.clip(positions, 0, len(times) - 1)]
 
 
+def pad_clip_batch(
+    clips: Sequence[torch.Tensor], masks: Sequence[torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch from per-video clips: `pixel_values_videos` `[B, C, T, 3, H, W]` (zero clips appended to the videos
+    with fewer than C) and `video_clip_mask` `[B, C]` (False there).
+
+    Args:
+        clips: per video, `[C_i, T, 3, H, W]` clips, all of one clip shape (the caller checks it).
+        masks: per video, a `[C_i]` bool mask of its real clips (default: every clip is real).
+    """
+    num_clips = max(clip.shape[0] for clip in clips)
+    pixel_values = clips[0].new_zeros((len(clips), num_clips, *clips[0].shape[1:]))
+    clip_mask = torch.zeros((len(clips), num_clips), dtype=torch.bool)
+    for i, clip in enumerate(clips):
+        pixel_values[i, : clip.shape[0]] = clip
+        clip_mask[i, : clip.shape[0]] = True if masks is None else masks[i]
+    return pixel_values, clip_mask
+
+
 def clip_frame_indices(num_frames: int, clip_length: int, max_clips: int | None = None) -> np.ndarray:
     """Frame indices of the non-overlapping clips of a video of `num_frames` frames, `[num_clips, clip_length]`.
 
@@ -318,15 +337,10 @@ class VGDVideoProcessor(BaseVideoProcessor):
         clip_length = int(clip_length or self.clip_length)
         processed = super()._preprocess(videos, return_tensors=None, **kwargs)["pixel_values_videos"]
         clips = [video.reshape(-1, clip_length, *video.shape[1:]) for video in processed]
-        num_clips = max(clip.shape[0] for clip in clips)
         shapes = {tuple(clip.shape[1:]) for clip in clips}
         if len(shapes) > 1:
             raise ValueError(f"videos of one batch were processed to different clip shapes {sorted(shapes)}")
-        pixel_values = clips[0].new_zeros((len(clips), num_clips, *clips[0].shape[1:]))
-        clip_mask = torch.zeros((len(clips), num_clips), dtype=torch.bool)
-        for i, clip in enumerate(clips):
-            pixel_values[i, : clip.shape[0]] = clip
-            clip_mask[i, : clip.shape[0]] = True
+        pixel_values, clip_mask = pad_clip_batch(clips)
         from transformers.feature_extraction_utils import BatchFeature
 
         return BatchFeature(
