@@ -28,10 +28,10 @@ Stages, each reused by a rerun with the same settings (folders named by a hash o
    videos, then the test videos), videos already extracted skipped; `--weights` absent: a seeded random-init
    backbone (`--backbone_seed`, recorded in backbone.json and then in the model's config);
 4. tokenizer + GPT-2: the demo-size GPT-2 built offline (`avsd_dataset.offline_gpt2`), unless `--model_name_or_path`;
-5. train + decode: `run_vgd.main` on the extracted stream (the model records the backbone and answers from video
-   files), scored against the synthetic ground truth (`--synthetic_answer_accuracy`): BLEU / CIDEr, answer accuracy
-   with the videos, with shuffled videos and chance, per question type; a finished run (its `video_demo.json`) is
-   reused;
+5. train + decode: run_vgd.py on the extracted stream in `--num_processes` data-parallel CPU processes (`accelerate
+   launch`; 1: `run_vgd.main` in this process; the model records the backbone and answers from video files), scored
+   against the synthetic ground truth (`--synthetic_answer_accuracy`): BLEU / CIDEr, answer accuracy with the videos,
+   with shuffled videos and chance, per question type; a finished run (its `video_demo.json`) is reused;
 6. answer from a file: the trained model answers one test dialogue from its `.mp4` through the
    `video-grounded-dialogue` pipeline and from its extracted features; both answers are printed and compared.
 
@@ -81,7 +81,7 @@ class VideoDemoArguments:
     rgb_difference: bool = field(default=True, metadata={"help": "Also extract the backbone's features of each clip's frame-to-frame differences (TSN's motion input; D doubles): the static room cancels, the person's motion remains (docs/video.md)."})
     extract_batch_size: int = field(default=16, metadata={"help": "Clips per backbone call."})
     extract_workers: int = field(default=1, metadata={"help": "Decoding processes of the extraction (0: in this process)."})
-    extract_threads: int = field(default=1, metadata={"help": "Torch threads of the backbone."})
+    extract_threads: int = field(default=2, metadata={"help": "Torch threads of the backbone (2: 1.36x the videos per second of one on 2 cores, the same features, docs/video.md)."})
     standardize_features: bool = field(default=True, metadata={"help": "Standardise the backbone's output per channel with the mean / std of the training videos' features (fitted once, recorded in backbone.json and the model's config, applied by the model's backbone too)."})
     # model and training
     video_pooling: str = field(
@@ -95,16 +95,31 @@ class VideoDemoArguments:
     n_head: int = field(default=4, metadata={"help": "Heads of the offline GPT-2."})
     vocab_size: int = field(default=600, metadata={"help": "BPE vocabulary of the offline tokenizer."})
     seed: int = field(default=0, metadata={"help": "Training seed."})
-    num_train_epochs: float = field(default=20, metadata={"help": "Training epochs (20: the most that keeps the whole command within 20 minutes on an idle 2-core CPU; more epochs answer better, docs/video.md)."})
+    num_train_epochs: float = field(default=20, metadata={"help": "Training epochs (20: the most that keeps the whole command within 20 minutes on an idle 2-core CPU in one process; 32 fit with --num_processes 2, docs/video.md)."})
     max_steps: int = field(default=-1, metadata={"help": "Training steps (overrides --num_train_epochs when > 0)."})
-    learning_rate: float = field(default=3e-3, metadata={"help": "Peak learning rate."})
-    per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size."})
+    learning_rate: float = field(default=1.5e-3, metadata={"help": "Peak learning rate (1.5e-3: half the feature demo's, which learned the order of the actions in more seeds here, docs/video.md)."})
+    num_processes: int = field(
+        default=1,
+        metadata={"help": "Training processes, one CPU core each (1: train in this process; more: data parallel through "
+                  "`accelerate launch`, 1.55x the samples per second with 2 on 2 cores, but 2 processes x 32 epochs learned "
+                  "the order of the actions in 4 of 6 seeds and gave a lower mean, docs/video.md). Divide "
+                  "--per_device_train_batch_size by it to keep the batch of a step."},
+    )
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size of each process (the batch of a step is this x --num_processes)."})
+    train_sampling_strategy: str = field(
+        default="random",
+        metadata={"help": "How training batches are drawn (run_vgd --train_sampling_strategy): random (every batch a mix of "
+                  "question types and dialogue positions; learned the order of the actions where length-grouped batches did "
+                  "not, docs/video.md) or group_by_length (batches of similar length: ~5 % less padding and time)."},
+    )
     generation_num_beams: int = field(default=3, metadata={"help": "Beams when decoding."})
     generation_max_new_tokens: int = field(default=12, metadata={"help": "Tokens per decoded answer."})
     cpu_threads: int = field(default=1, metadata={"help": "Torch threads of the training."})
     overwrite: bool = field(default=False, metadata={"help": "Retrain even if the output folder holds this run (videos and features are always reused)."})
 
     def __post_init__(self):
+        if self.num_processes < 1:
+            raise ValueError(f"--num_processes must be at least 1, got {self.num_processes}")
         if self.height % 2 or self.width % 2:
             raise ValueError(f"H.264 needs an even frame size, got {self.width}x{self.height}")
         if self.cache_dir is None:
@@ -193,6 +208,7 @@ def training_arguments(args: VideoDemoArguments, where: dict[str, str], model_pa
     settings.update(
         output_dir=args.output_dir, seed=args.seed, num_train_epochs=args.num_train_epochs, max_steps=args.max_steps,
         learning_rate=args.learning_rate, per_device_train_batch_size=args.per_device_train_batch_size,
+        train_sampling_strategy=args.train_sampling_strategy,
         generation_num_beams=args.generation_num_beams, generation_max_new_tokens=args.generation_max_new_tokens,
         cpu_threads=args.cpu_threads,
     )
@@ -292,16 +308,77 @@ def stage_train(args, where, model_path):
     if not args.overwrite and os.path.isfile(record):
         with open(record, encoding="utf-8") as f:
             previous = json.load(f)
-        if previous.get("argv") == argv:
+        if previous.get("argv") == argv and previous.get("num_processes", 1) == args.num_processes:
             return {"metrics": previous["metrics"], "trained": False, "_note": f"reused {args.output_dir}"}
-    import run_vgd
+    if args.num_processes > 1:
+        metrics = train_in_processes(argv, args.num_processes, args.output_dir)
+    else:
+        import run_vgd
 
-    print("python run_vgd.py " + " ".join(argv), flush=True)
-    metrics = run_vgd.main(argv)
+        print("python run_vgd.py " + " ".join(argv), flush=True)
+        metrics = run_vgd.main(argv)
     from vgd_training.checkpointing import write_json_atomic
 
-    write_json_atomic(record, {"argv": argv, "metrics": metrics, "settings": asdict(args)})
-    return {"metrics": metrics, "trained": True, "_note": f"trained and decoded -> {args.output_dir}"}
+    write_json_atomic(record, {"argv": argv, "num_processes": args.num_processes, "metrics": metrics, "settings": asdict(args)})
+    return {"metrics": metrics, "trained": True, "_note": f"trained and decoded -> {args.output_dir} ({args.num_processes} processes)"}
+
+
+def launch_command(argv: list[str], num_processes: int, port: int) -> list[str]:
+    """`accelerate launch` of run_vgd.py in `num_processes` data-parallel CPU processes (gloo): `--multi_gpu` is what
+    starts several processes on a CPU-only machine (`--cpu --num_processes N` starts one)."""
+    run_vgd_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run_vgd.py")
+    return [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes),
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+        run_vgd_path, *argv,
+    ]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (so that two demos on one machine do not meet at accelerate's default port)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def train_in_processes(argv: list[str], num_processes: int, output_dir: str) -> dict[str, Any]:
+    """Train and decode with run_vgd.py in `num_processes` processes; returns the test metrics it wrote."""
+    import signal
+    import subprocess
+    import threading
+
+    command = launch_command(argv, num_processes, free_port())
+    print(" ".join(command[1:]), flush=True)
+    metrics_file = os.path.join(output_dir, "metrics.json")
+    started = time.time()
+    # the demo trains on the CPU (--use_cpu): no GPU is initialised, one math thread per process (run_vgd sets it too)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    process = subprocess.Popen(command, env=env)
+    # SIGTERM (a scheduler's stop) goes on to the launcher, which stops the training processes: they finish their step
+    # and save (run_vgd.py's handler) instead of training on as orphans of this process
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signum))
+    try:
+        returncode = process.wait()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    written = os.path.isfile(metrics_file) and os.path.getmtime(metrics_file) >= started
+    if returncode != 0 and not written:
+        raise RuntimeError(
+            f"the training processes failed (exit code {returncode}; their errors are printed above); the command was:\n"
+            + " ".join(command) + f"\nwhat they saved is in {output_dir}"
+        )
+    if returncode != 0:
+        # every process trained, the model and the test metrics were written, and then one exited with an error (a
+        # process torn down at interpreter exit): the results stand, and the exit is reported
+        print(f"warning: the training processes exited with code {returncode} after writing the model and {metrics_file}; "
+              "the results are kept", file=sys.stderr, flush=True)
+    with open(metrics_file, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def first_test_dialogue(data_dir: str) -> dict[str, Any]:

@@ -104,3 +104,36 @@ def test_variance_share_of_the_video_probe():
     assert variance_share(rng.standard_normal((2000, 6)), labels) < 0.01
     quiet_signal = np.stack([1e-3 * centers[labels, 0], 1e3 * rng.standard_normal(2000)], axis=1)
     assert variance_share(quiet_signal, labels) == pytest.approx(0.5, abs=0.02)
+
+
+def test_training_sweep_packs_features_and_reports_finished_and_stopped_runs(tmp_path):
+    """benchmarks/sweep_video_training.py: the int8 pack round-trips the clip tokens, every run is run_vgd.main with
+    the video demo's arguments (its accuracy table), and a run still going at the deadline is reported unfinished."""
+    import numpy as np
+
+    from avsd_dataset.synthetic import generate_synthetic_avsd
+
+    import sweep_video_training
+
+    data_dir = str(tmp_path / "data")
+    generate_synthetic_avsd(data_dir, num_train_dialogs=12, num_valid_dialogs=4, num_test_dialogs=8, video_stream="r3d_18",
+                            num_frames=4, num_regions=3, feature_dim=16, seed=0)
+    packed = str(tmp_path / "pooled.npz")
+    sweep_video_training.main(["unused", packed, "--pack", os.path.join(data_dir, "features")])
+    sweep_video_training.unpack(packed, str(tmp_path / "unpacked"))
+    test_dir = os.path.join(data_dir, "features", "r3d_18_testset")
+    name = sorted(os.listdir(test_dir))[0]
+    pooled = np.load(os.path.join(test_dir, name)).mean(axis=1)
+    restored = np.load(os.path.join(tmp_path, "unpacked", "r3d_18_testset", name))
+    assert restored.shape == (4, 1, 16)
+    assert (np.abs(restored[:, 0] - pooled) <= np.load(packed)["scale"] / 2 + 1e-6).all()
+
+    runs = tmp_path / "runs.json"
+    runs.write_text(json.dumps([{"name": "short", "seed": 0, "epochs": 1, "model": "1x32x2"},
+                                {"name": "long", "seed": 1, "epochs": 1, "model": "1x32x2", "args": ["--max_steps", "100000"]}]))
+    table = sweep_video_training.main([data_dir, packed, str(tmp_path / "work"), str(runs), "--device", "cpu",
+                                       "--max_steps", "2", "--deadline", "75", "--results", str(tmp_path / "table.json")])
+    assert set(table) == {"short", "long"}
+    assert 0.0 <= table["short"]["answer_accuracy"] <= 1.0 and "answer_accuracy/place" in table["short"]
+    assert "answer_accuracy" not in table["long"] and ("it/s" in table["long"]["unfinished"] or "s/it" in table["long"]["unfinished"])
+    assert json.loads((tmp_path / "table.json").read_text())["short"]["run"]["name"] == "short"

@@ -18,6 +18,7 @@ import run_vgd
         (["--max_train_samples", "0"], "--max_train_samples must be at least 1, got 0"),
         (["--mlm_probability", "1.5"], "--mlm_probability must be between 0 and 1, got 1.5"),
         (["--video_pooling", "spacetime"], "--video_pooling must be spatiotemporal, spatial or temporal, got 'spacetime'"),
+        (["--train_sampling_strategy", "shuffled"], "--train_sampling_strategy must be random, sequential, group_by_length or batch_rebalance, got 'shuffled'"),
     ],
 )
 def test_a_bad_flag_value_is_refused_when_parsed_naming_the_flag(argv, message, tmp_path):

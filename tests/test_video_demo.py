@@ -28,7 +28,7 @@ def demo_run(tmp_path_factory):
     from avsd_dataset.video_demo import main
 
     root = tmp_path_factory.mktemp("video_demo")
-    argv = ["--output_dir", str(root / "model"), "--cache_dir", str(root / "cache"), "--backbone_seed", "5", *CI_ARGS]
+    argv = ["--output_dir", str(root / "model"), "--cache_dir", str(root / "cache"), "--backbone_seed", "5", *CI_ARGS, "--num_processes", "2"]
     first = main(argv)
     return root, argv, first
 
@@ -48,6 +48,18 @@ def test_the_command_runs_every_stage_and_reports_the_table(demo_run):
     assert per_type and all(f"answer_accuracy_shuffled_video/{t}" in metrics and f"answer_accuracy_chance/{t}" in metrics for t in per_type)
     with open(root / "model" / "video_demo_result.json") as f:
         assert json.load(f)["metrics"] == metrics
+    # the demo's training settings: half the feature demo's learning rate, batches drawn at random (not length-grouped)
+    with open(root / "model" / "video_demo.json") as f:
+        trained_with = json.load(f)["argv"]
+    assert trained_with[trained_with.index("--learning_rate") + 1] == "0.0015"
+    assert trained_with[trained_with.index("--train_sampling_strategy") + 1] == "random"
+    # trained by two data-parallel processes (accelerate launch): both took part, and the decoding too
+    with open(root / "model" / "video_demo.json") as f:
+        assert json.load(f)["num_processes"] == 2
+    with open(root / "model" / "trainer_state.json") as f:
+        assert json.load(f)["global_step"] == 2
+    with open(root / "model" / "test_result.json") as f:
+        assert len(json.load(f)["dialogs"]) == 2  # every test dialogue decoded once, gathered from both processes
 
 
 def test_the_model_records_the_backbone_and_answers_from_a_test_mp4_as_from_its_features(demo_run):
@@ -145,8 +157,10 @@ def test_spatiotemporal_tokens_reuse_the_features_and_answer_from_an_mp4_with_ev
 
     root, _, first = demo_run
     argv = ["--output_dir", str(tmp_path / "model"), "--cache_dir", str(root / "cache"), "--backbone_seed", "5", *CI_ARGS,
-            "--video_pooling", "spatiotemporal"]
+            "--video_pooling", "spatiotemporal"]  # and training in this process (the default, --num_processes 1)
     result = main(argv)
+    with open(tmp_path / "model" / "video_demo.json") as f:
+        assert json.load(f)["num_processes"] == 1
     assert result["rendered"]["rendered"] == 0 and result["extracted"]["train"]["done"] == 0 and result["trained"] is True
     assert result["paths"]["feature_dir"] == first["paths"]["feature_dir"]
     model = VGDGPT2ForDialogue.from_pretrained(str(tmp_path / "model")).eval()
@@ -187,3 +201,55 @@ def test_relevance_measured_on_the_rendered_mp4_files(demo_run, capsys):
     assert "n_region_questions" not in summary  # the backbone's regions are not the dataset's object regions
     assert summary["uniform_baseline_frames"] == 0.25  # 12 clips, 3 per action
     assert 0.0 <= summary["top_frame_hit_rate"] <= 1.0
+
+
+def test_failed_training_processes_stop_the_demo_naming_the_command(tmp_path):
+    """The processes fail before writing any result (here: an option run_vgd.py does not know): the demo stops
+    with their exit code and the command, instead of reading metrics that are not there."""
+    from avsd_dataset.video_demo import VideoDemoArguments, train_in_processes
+
+    with pytest.raises(RuntimeError, match=r"(?s)training processes failed \(exit code [1-9].*--no_such_option"):
+        train_in_processes(["--no_such_option", "1", "--output_dir", str(tmp_path)], 2, str(tmp_path))
+    with pytest.raises(ValueError, match="--num_processes must be at least 1, got 0"):
+        VideoDemoArguments(num_processes=0)
+
+
+def _processes_mentioning(text):
+    """Pids of the live processes whose command line contains `text` (Linux /proc)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    found.append(int(pid))
+        except (FileNotFoundError, PermissionError, ProcessLookupError, NotADirectoryError):
+            continue
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the training processes through /proc")
+def test_sigterm_to_the_demo_stops_its_training_processes(demo_run, tmp_path):
+    """A scheduler's SIGTERM to `python -m avsd_dataset.video_demo` reaches the training processes it launched: the
+    demo ends with their exit code and none of them trains on as an orphan."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root, _, _ = demo_run
+    output_dir = str(tmp_path / "stopped-model")
+    argv = ["--output_dir", output_dir, "--cache_dir", str(root / "cache"), "--backbone_seed", "5", *CI_ARGS, "--num_processes", "2"]
+    argv[argv.index("--max_steps") + 1] = "1000000"  # would train for hours
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    demo = subprocess.Popen([sys.executable, "-m", "avsd_dataset.video_demo", *argv], cwd=repo, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.time() + 300
+    while len(_processes_mentioning(output_dir)) < 4 and time.time() < deadline:  # the demo, the launcher, 2 trainers
+        time.sleep(0.5)
+    assert len(_processes_mentioning(output_dir)) >= 4, "the training processes never started"
+    time.sleep(8)  # into the training steps
+    demo.send_signal(signal.SIGTERM)
+    output, _ = demo.communicate(timeout=120)
+    assert demo.returncode != 0 and "the training processes failed (exit code" in output, output[-3000:]
+    time.sleep(1)
+    assert _processes_mentioning(output_dir) == [], "training processes outlived the demo"

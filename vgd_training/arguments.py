@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from transformers import TrainingArguments
+
+# transformers' samplers: the choices of its own `train_sampling_strategy` field, which VGDTrainingArguments redefines
+# (another default) and whose choices it checks in __post_init__
+TRAIN_SAMPLING_STRATEGIES = tuple(next(f for f in fields(TrainingArguments) if f.name == "train_sampling_strategy").metadata["choices"])
 
 
 @dataclass
@@ -49,7 +53,9 @@ class VGDTrainingArguments(TrainingArguments):
     metric_for_best_model: str | None = field(default="CIDEr", metadata={"help": "Metric that picks the best checkpoint."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the datasets hand processor outputs already."})
     train_sampling_strategy: str = field(
-        default="group_by_length", metadata={"help": "group_by_length batches sequences of similar length (less padding)."}
+        default="group_by_length",
+        metadata={"help": "group_by_length batches sequences of similar length (less padding); random draws every batch at random "
+                  "(the video demo's setting); sequential keeps the data's order; batch_rebalance: the Trainer's (data-parallel only)."},
     )
     overwrite_output_dir: bool = field(
         default=False,
@@ -77,4 +83,7 @@ class VGDTrainingArguments(TrainingArguments):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} must be at least 1, got {value}")
+        if self.train_sampling_strategy not in TRAIN_SAMPLING_STRATEGIES:  # else the Trainer draws batches at random
+            choices = ", ".join(TRAIN_SAMPLING_STRATEGIES[:-1]) + " or " + TRAIN_SAMPLING_STRATEGIES[-1]
+            raise ValueError(f"--train_sampling_strategy must be {choices}, got {self.train_sampling_strategy!r}")
         super().__post_init__()
