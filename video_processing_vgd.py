@@ -105,7 +105,9 @@ def decode_video(
         frames, times = [], []
         try:
             for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24", width=width, height=height))
+                # one swscale thread: the same pixels as its automatic threads, 6x faster on these small frames
+                # (5.2 against 30.9 s for the video demo's 1,792 files), and no thread contention in the workers
+                frames.append(frame.to_ndarray(format="rgb24", width=width, height=height, threads=1))
                 times.append(frame.time)
         except av.FFmpegError as error:
             raise VideoDecodingError(path, f"corrupt or unsupported video data after {len(frames)} frame(s) ({error})") from None

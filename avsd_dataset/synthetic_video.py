@@ -49,7 +49,8 @@ VIDEO_DIR = "videos"
 TEST_VIDEO_DIR = "videos_testset"
 # Bumped whenever the same facts are drawn differently, so that cached videos of an older drawing are not reused
 # (`avsd_dataset.video_demo` names its data folder with it). 2: objects are at least MIN_OBJECT_SIZE pixels.
-RENDERER_VERSION = 2
+# 3: the same file in every process and run (no macroblock tree, YUV converted on one thread; see `write_video`).
+RENDERER_VERSION = 3
 # Below 6 x 6 pixels the 8 shapes are not all different: at 4 x 4 the disc, the diamond and the cross are the same
 # mask (book, box and pillow looked alike in the 32 x 32 video demo before renderer version 2).
 MIN_OBJECT_SIZE = 6
@@ -162,7 +163,14 @@ def render_video_frames(
 
 def write_video(path: str, frames: np.ndarray, fps: int = 8, codec: str = "libx264") -> None:
     """Encode `[T, H, W, 3]` uint8 frames into a video file with PyAV (written under a temporary name, then
-    renamed). H.264 needs an even width and height (yuv420p)."""
+    renamed). H.264 needs an even width and height (yuv420p).
+
+    The same frames give the same file in every process and every run: x264's macroblock-tree rate control is off
+    (with it, libx264 encoded one of the demo's videos two ways in 30 tries in one process, even on one thread), and
+    each frame is converted to the encoder's YUV on one swscale thread (left to the encoder, on swscale's automatic
+    threads, 21 to 244 of the video demo's 1,792 files differed between two processes). Renderer 2 did both, which
+    changed some videos' features, and so the trained model, from run to run (`benchmarks/check_render_determinism.py`
+    measures it; docs/video.md)."""
     import av
 
     height, width = frames.shape[1:3]
@@ -171,9 +179,10 @@ def write_video(path: str, frames: np.ndarray, fps: int = 8, codec: str = "libx2
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if codec == "libx264":
-            stream.options = {"preset": "veryfast", "crf": "20"}
+            stream.options = {"preset": "veryfast", "crf": "20", "x264-params": "no-mbtree=1"}
         for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=stream.pix_fmt, threads=1)
+            for packet in stream.encode(yuv):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
