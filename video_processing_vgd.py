@@ -53,6 +53,7 @@ def decode_video(
     shortest_edge: int | None = None,
     fps: float | None = None,
     threads: int = 0,
+    scale_threads: int = 1,
 ) -> tuple[np.ndarray, VideoMetadata]:
     """Decode every frame of a video file with PyAV, as RGB, optionally resized while decoding.
 
@@ -64,6 +65,8 @@ def decode_video(
             variable-frame-rate stream is then resampled to its average rate, so that every clip spans the same
             time (reported in the metadata's `video_backend` field as `"pyav+vfr"`).
         threads (`int`): FFmpeg decoding threads; 0 lets FFmpeg choose, 1 suits many decoding processes.
+        scale_threads (`int`): swscale threads of the resize and RGB conversion; 0 lets swscale choose (one per
+            CPU). 1 (default) gives the same pixels (`benchmarks/bench_decode_threads.py`).
 
     Returns:
         `(frames, metadata)`: `frames` a `np.uint8` array `[T, H, W, 3]`; `metadata` a `VideoMetadata` with the
@@ -105,9 +108,7 @@ def decode_video(
         frames, times = [], []
         try:
             for frame in container.decode(stream):
-                # one swscale thread: the same pixels as its automatic threads, 6x faster on these small frames
-                # (5.2 against 30.9 s for the video demo's 1,792 files), and no thread contention in the workers
-                frames.append(frame.to_ndarray(format="rgb24", width=width, height=height, threads=1))
+                frames.append(frame.to_ndarray(format="rgb24", width=width, height=height, threads=int(scale_threads)))
                 times.append(frame.time)
         except av.FFmpegError as error:
             raise VideoDecodingError(path, f"corrupt or unsupported video data after {len(frames)} frame(s) ({error})") from None

@@ -137,3 +137,12 @@ def test_training_sweep_packs_features_and_reports_finished_and_stopped_runs(tmp
     assert 0.0 <= table["short"]["answer_accuracy"] <= 1.0 and "answer_accuracy/place" in table["short"]
     assert "answer_accuracy" not in table["long"] and ("it/s" in table["long"]["unfinished"] or "s/it" in table["long"]["unfinished"])
     assert json.loads((tmp_path / "table.json").read_text())["short"]["run"]["name"] == "short"
+
+
+def test_decode_threads_benchmark_compares_the_same_frames():
+    """benchmarks/bench_decode_threads.py: both swscale settings decode the rendered videos to the same pixels."""
+    import bench_decode_threads
+
+    result = bench_decode_threads.main(["--videos", "3", "--frames", "8", "--rounds", "2"])
+    assert result["same_frames"] is True
+    assert result["one_thread_s"] > 0 and result["auto_threads_s"] > 0
