@@ -13,8 +13,7 @@ those the largest difference of the decoded frames (0-255). Each worker is a new
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
+import filecmp
 import os
 import subprocess
 import sys
@@ -27,23 +26,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WAYS = ("write_video", "renderer_2")
 
 
-def encode(frames: np.ndarray, fps: int, way: str) -> bytes:
-    """The .mp4 bytes of `frames` [T, H, W, 3] uint8: through `write_video`, or as renderer 2 wrote them (the same
+def encode(path: str, frames: np.ndarray, fps: int, way: str) -> None:
+    """Write `frames` [T, H, W, 3] uint8 to the .mp4 `path`: with `write_video`, or as renderer 2 wrote them (the same
     codec, preset and crf, the macroblock tree on, the YUV conversion left to the encoder)."""
     import av
 
     from avsd_dataset.synthetic_video import write_video
 
     if way == "write_video":
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "video.mp4")
-            write_video(path, frames, fps=fps)
-            with open(path, "rb") as f:
-                return f.read()
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4") as container:
+        write_video(path, frames, fps=fps)
+        return
+    with av.open(path, "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         stream.options = {"preset": "veryfast", "crf": "20"}
@@ -52,19 +45,11 @@ def encode(frames: np.ndarray, fps: int, way: str) -> bytes:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    return buffer.getvalue()
-
-
-def decoded(data: bytes) -> np.ndarray:
-    import av
-
-    with av.open(io.BytesIO(data)) as container:
-        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
 
 
 def worker(data_dir: str, way: str, max_videos: int, out_dir: str, height: int, width: int, fps: int) -> None:
-    """Render the first `max_videos` videos of `data_dir` (as `render_synthetic_videos` draws them) `way` and save
-    each file's bytes."""
+    """Render the first `max_videos` videos of `data_dir` (as `render_synthetic_videos` draws them) into `out_dir`,
+    encoded `way`."""
     from avsd_dataset.synthetic import load_ground_truth
     from avsd_dataset.synthetic_video import render_video_frames
 
@@ -73,8 +58,7 @@ def worker(data_dir: str, way: str, max_videos: int, out_dir: str, height: int, 
     os.makedirs(out_dir, exist_ok=True)
     for index, (video_id, facts) in enumerate(sorted(ground_truth["videos"].items())[:max_videos]):
         frames = render_video_frames(facts, num_regions, 16, height, width, seed=index)
-        with open(os.path.join(out_dir, video_id + ".mp4"), "wb") as f:
-            f.write(encode(frames, fps, way))
+        encode(os.path.join(out_dir, video_id + ".mp4"), frames, fps, way)
 
 
 def main(argv=None) -> dict[str, dict[str, float]]:
@@ -94,6 +78,7 @@ def main(argv=None) -> dict[str, dict[str, float]]:
         return {}
 
     from avsd_dataset.synthetic import generate_synthetic_avsd
+    from video_processing_vgd import decode_video
 
     if not os.path.exists(os.path.join(args.data_dir, "synthetic_ground_truth.json")):
         generate_synthetic_avsd(args.data_dir, num_train_dialogs=1500, num_valid_dialogs=100, num_test_dialogs=192, seed=0)
@@ -112,10 +97,10 @@ def main(argv=None) -> dict[str, dict[str, float]]:
         names = sorted(os.listdir(runs[0]))
         differing, largest = 0, 0
         for name in names:
-            first, second = (open(os.path.join(run, name), "rb").read() for run in runs)
-            if hashlib.sha256(first).digest() != hashlib.sha256(second).digest():
+            first, second = (os.path.join(run, name) for run in runs)
+            if not filecmp.cmp(first, second, shallow=False):
                 differing += 1
-                a, b = decoded(first), decoded(second)
+                a, b = decode_video(first)[0], decode_video(second)[0]
                 largest = max(largest, int(np.abs(a.astype(int) - b.astype(int)).max()) if a.shape == b.shape else 255)
         results[way] = {"videos": len(names), "differing": differing, "largest_pixel_difference": largest, "seconds": min(seconds)}
     print(f"\n{'way':<18} {'videos':>7} {'differing':>10} {'largest decoded difference':>27} {'render s':>9}")

@@ -4,7 +4,6 @@
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,17 +13,12 @@ import urllib.request
 import numpy as np
 import pytest
 
+from avsd_dataset.video_demo import free_port
 from chat_fixtures import MAX_NEW_TOKENS, build_tiny_chat_model
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_app(model_dir: str, port: int, log_path: str, *extra: str) -> subprocess.Popen:
