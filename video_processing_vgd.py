@@ -48,6 +48,15 @@ class VideoDecodingError(ValueError):
         self.reason = reason
 
 
+def swscale_threads(threads: int) -> dict[str, int]:
+    """The `threads=` keyword for PyAV's `VideoFrame.reformat` / `to_ndarray`: `{"threads": threads}` from PyAV 17,
+    which scales on swscale's threads (automatic unless told), and `{}` before it, whose scaling runs on one thread
+    and takes no such keyword (`av>=12` is allowed)."""
+    import av
+
+    return {"threads": int(threads)} if int(av.__version__.split(".")[0]) >= 17 else {}
+
+
 def decode_video(
     path: str | os.PathLike,
     shortest_edge: int | None = None,
@@ -65,8 +74,9 @@ def decode_video(
             variable-frame-rate stream is then resampled to its average rate, so that every clip spans the same
             time (reported in the metadata's `video_backend` field as `"pyav+vfr"`).
         threads (`int`): FFmpeg decoding threads; 0 lets FFmpeg choose, 1 suits many decoding processes.
-        scale_threads (`int`): swscale threads of the resize and RGB conversion; 0 lets swscale choose (one per
-            CPU). 1 (default) gives the same pixels (`benchmarks/bench_decode_threads.py`).
+        scale_threads (`int`): swscale threads of the resize and RGB conversion (PyAV >= 17; before it, always one);
+            0 lets swscale choose (one per CPU). 1 (default) gives the same pixels, faster
+            (`benchmarks/bench_decode_threads.py`).
 
     Returns:
         `(frames, metadata)`: `frames` a `np.uint8` array `[T, H, W, 3]`; `metadata` a `VideoMetadata` with the
@@ -106,9 +116,10 @@ def decode_video(
             scale = shortest_edge / min(width, height)
             width, height = max(1, round(width * scale)), max(1, round(height * scale))
         frames, times = [], []
+        scaling = swscale_threads(scale_threads)
         try:
             for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24", width=width, height=height, threads=int(scale_threads)))
+                frames.append(frame.to_ndarray(format="rgb24", width=width, height=height, **scaling))
                 times.append(frame.time)
         except av.FFmpegError as error:
             raise VideoDecodingError(path, f"corrupt or unsupported video data after {len(frames)} frame(s) ({error})") from None

@@ -173,6 +173,8 @@ def write_video(path: str, frames: np.ndarray, fps: int = 8, codec: str = "libx2
     measures it; docs/video.md)."""
     import av
 
+    from video_processing_vgd import swscale_threads
+
     height, width = frames.shape[1:3]
     tmp = path + ".part"
     with av.open(tmp, "w", format="mp4" if path.endswith(".mp4") else None) as container:
@@ -181,7 +183,7 @@ def write_video(path: str, frames: np.ndarray, fps: int = 8, codec: str = "libx2
         if codec == "libx264":
             stream.options = {"preset": "veryfast", "crf": "20", "x264-params": "no-mbtree=1"}
         for frame in frames:
-            yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=stream.pix_fmt, threads=1)
+            yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=stream.pix_fmt, **swscale_threads(1))
             for packet in stream.encode(yuv):
                 container.mux(packet)
         for packet in stream.encode():

@@ -408,6 +408,19 @@ def test_the_eight_objects_differ_in_the_video_demos_32_pixel_frames():
         render_video_frames({**facts, "object": "cup"}, num_regions=4, frames_per_action=1, height=20, width=20)
 
 
+def test_swscale_threads_only_where_pyav_takes_them(monkeypatch):
+    """PyAV 17 added `threads=` to reformat / to_ndarray (and scales on automatic threads without it); before 17 the
+    keyword is a TypeError, and setup.py allows av>=12."""
+    import av
+
+    from video_processing_vgd import swscale_threads
+
+    monkeypatch.setattr(av, "__version__", "17.0.0")
+    assert swscale_threads(1) == {"threads": 1}
+    monkeypatch.setattr(av, "__version__", "16.0.1")
+    assert swscale_threads(1) == {}
+
+
 def test_synthetic_videos_are_the_same_files_in_another_process(tmp_path):
     """Two fresh processes render 300 of the video demo's videos (32 x 32) to the same bytes. The way of renderer 2
     made 21 to 244 of the demo's 1,792 files differ between two processes, but 0 of these 300 in three tries: the
