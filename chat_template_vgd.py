@@ -140,6 +140,15 @@ def processor_takes_video_files(processor) -> bool:
     return takes_videos and getattr(video_processor, "video_backbone", None) is not None
 
 
+def _refuse_video_files(processor, what: str) -> None:
+    """Raise for a video input the processor cannot take: an `ImportError` naming the packages when it records a
+    backbone whose torchvision / av are not installed, else a `ValueError` saying how to extract features."""
+    missing = getattr(getattr(processor, "video_processor", None), "missing", None)
+    if missing:
+        raise ImportError(f"{what}, but {processor.video_processor.message}")
+    raise ValueError(f"{what}, but {FEATURES_ONLY_MESSAGE}")
+
+
 def load_feature_file(path: str) -> np.ndarray:
     """A `.npy` feature file, memory-mapped; a clear error naming the file when it cannot be read."""
     try:
@@ -170,7 +179,7 @@ def video_to_processor_kwargs(processor, video: Any, where: str = "video") -> tu
                 f"{', '.join(VIDEO_FILE_EXTENSIONS)})"
             )
         if not processor_takes_video_files(processor):
-            raise ValueError(f"{where}: {path} is a video file, but {FEATURES_ONLY_MESSAGE}")
+            _refuse_video_files(processor, f"{where}: {path} is a video file")
         return "videos", path
     ndim = getattr(video, "ndim", None)
     if ndim is None:
@@ -180,7 +189,7 @@ def video_to_processor_kwargs(processor, video: Any, where: str = "video") -> tu
         )
     if ndim == 4:
         if not processor_takes_video_files(processor):
-            raise ValueError(f"{where}: got a frames array of shape {tuple(video.shape)}, but {FEATURES_ONLY_MESSAGE}")
+            _refuse_video_files(processor, f"{where}: got a frames array of shape {tuple(video.shape)}")
         return "videos", video
     if ndim in (2, 3):
         return "video_features", video

@@ -241,8 +241,21 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
 
         self.mvm_head = nn.Linear(config.n_embd, config.video_feature_dim)
         self.mvt_head = nn.Linear(config.n_embd, 1)
-        # Optional frozen video network (config.video_backbone): video files -> features inside the model.
-        self.video_backbone = VGDVideoBackbone(config.video_backbone) if config.video_backbone is not None else None
+        # Optional frozen video network (config.video_backbone): video files -> features inside the model. A model
+        # whose backbone's library (torchvision) is not installed still loads and answers from pre-extracted
+        # `video_features`; only video files (`pixel_values_videos`) then need the library (`video_backbone_error`).
+        self.video_backbone, self.video_backbone_error = None, None
+        if config.video_backbone is not None:
+            try:
+                self.video_backbone = VGDVideoBackbone(config.video_backbone)
+            except ImportError as error:
+                self.video_backbone_error = str(error)
+                # the checkpoint's backbone weights have no module to go to: not an "unexpected keys" warning
+                self._keys_to_ignore_on_load_unexpected = [r"^video_backbone\."]
+                logger.warning(
+                    "The video backbone of this model (%s) is not built: %s. The model answers from pre-extracted "
+                    "video_features; video files (pixel_values_videos) need it.", config.video_backbone.get("name"), error,
+                )
 
         # The class names neither `...ForCausalLM` nor a known loss: tell the loss machinery (and the
         # Trainer's token count for `num_items_in_batch`) that `labels` are shifted causal-LM labels.
@@ -252,6 +265,19 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
         # pipeline("video-grounded-dialogue", model=folder, trust_remote_code=True) finds the pipeline here.
         self.config.custom_pipelines = {**(getattr(config, "custom_pipelines", None) or {}), **CUSTOM_PIPELINES}
         self.post_init()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """[`PreTrainedModel.save_pretrained`] (and so `push_to_hub`); refuses a model whose video backbone could not
+        be built (loaded without torchvision): its checkpoint would lack the backbone's weights that its config
+        records, and would load elsewhere with a wrongly initialised backbone."""
+        if self.video_backbone_error is not None and self.config.video_backbone is not None:
+            raise RuntimeError(
+                f"cannot save this model: its video backbone ({self.config.video_backbone.get('name')}) was not built "
+                f"({self.video_backbone_error}), so its weights are not in memory. Install the backbone's library and "
+                "load the model again, or set `model.config.video_backbone = None` to save a model for pre-extracted "
+                "features only"
+            )
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def get_input_embeddings(self):
         return self.transformer.wte
@@ -581,6 +607,12 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
             `(video_features, video_mask)`: `(batch_size, F, P, video_feature_dim)` and `(batch_size, F, P)`, with F the
             clips (1 for "spatial" pooling) and P the backbone's cells (1 for "temporal" pooling).
         """
+        if self.video_backbone is None and self.video_backbone_error is not None:
+            raise ImportError(
+                f"pixel_values_videos were given but this model's video backbone "
+                f"({self.config.video_backbone.get('name')}) could not be built: {self.video_backbone_error}; "
+                "install it and load the model again, or pass pre-extracted video_features instead"
+            )
         if self.video_backbone is None:
             raise ValueError(
                 "pixel_values_videos were given but this model's config records no video backbone "

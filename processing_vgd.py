@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import AutoFeatureExtractor, GPT2Tokenizer
+from transformers.utils import logging
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
@@ -33,6 +34,8 @@ except ImportError:  # top-level module layout (the repository root on sys.path)
     from configuration_vgd_gpt2 import MODALITY_CAP, MODALITY_SYS, MODALITY_USR, MODALITY_VIS, SPECIAL_TOKENS, VGDGPT2Config
     from feature_extraction_vgd import AVSD_STREAM_ORDER, VGDVideoFeatureExtractor, _pad_videos, uniform_frame_indices
     from video_processing_vgd import VGDVideoProcessor, pad_clip_batch
+
+logger = logging.get_logger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- padding
@@ -466,8 +469,9 @@ class VGDProcessor(ProcessorMixin):
         """[`ProcessorMixin.to_dict`], with the video processor's settings when it records a video backbone."""
         output = super().to_dict()
         output.pop("video_processor", None)
-        if self.video_processor.video_backbone is not None:
-            output["video_processor"] = self.video_processor.to_dict()
+        video_settings = self.video_processor.to_dict()
+        if video_settings.get("video_backbone") is not None:
+            output["video_processor"] = video_settings
         return output
 
     # ------------------------------------------------------------------ special tokens
@@ -608,11 +612,7 @@ class VGDProcessor(ProcessorMixin):
         if video_features is not None:
             raise ValueError("give either videos (files / frames) or video_features (pre-extracted), not both")
         if self.video_processor.video_backbone is None:
-            raise ValueError(
-                "videos= needs a model with a video backbone, and this processor records none: build it with "
-                "VGDProcessor.from_gpt2_pretrained(..., video_backbone=NAME), or extract features with "
-                "`python -m avsd_dataset.extract_features` and pass video_features="
-            )
+            self.video_processor(videos)  # raises: no backbone recorded, or its packages are not installed
         if return_tensors is None:
             raise ValueError(
                 "videos= gives padded clips: pass return_tensors='pt' (for training, extract features once with "
@@ -1013,6 +1013,36 @@ class NoVideoProcessor:
         return "NoVideoProcessor()"
 
 
+class UnavailableVideoProcessor(NoVideoProcessor):
+    """The `video_processor` of a processor that records a video backbone whose packages (torchvision, av) are not
+    installed: the processor still loads and takes pre-extracted `video_features`; `videos=` raises an `ImportError`
+    naming the packages. Keeps the recorded settings, so saving the processor again loses nothing."""
+
+    def __init__(self, settings: Mapping, missing: list[str]):
+        self.settings = dict(settings)
+        self.missing = list(missing)
+
+    @property
+    def message(self) -> str:
+        backbone = self.settings.get("video_backbone")
+        name = backbone.get("name", "?") if isinstance(backbone, Mapping) else "?"
+        return (
+            f"this processor records the video backbone {name!r}: it decodes video files with PyAV (av) and the "
+            f"backbone runs in torchvision, but {' and '.join(self.missing)} cannot be imported. Install them: "
+            f"pip install {' '.join(self.missing)} (the torchvision release built for your torch), or pass "
+            "pre-extracted video_features="
+        )
+
+    def __call__(self, *args, **kwargs):
+        raise ImportError(self.message)
+
+    def to_dict(self) -> dict:
+        return dict(self.settings)
+
+    def __repr__(self) -> str:
+        return f"UnavailableVideoProcessor(missing={self.missing})"
+
+
 def missing_video_packages() -> list[str]:
     """The pip packages of `VIDEO_PACKAGES` that cannot be imported."""
     missing = []
@@ -1027,8 +1057,8 @@ def missing_video_packages() -> list[str]:
 def _video_processor_from_settings(video_processor):
     """`video_processor` as `VGDProcessor.__init__` takes it (a [`VGDVideoProcessor`], its settings dict from
     `processor_config.json`, or `None`) -> a `VGDVideoProcessor` when a video backbone is recorded, else a
-    [`NoVideoProcessor`]. Raises an `ImportError` naming the packages when the backbone's torchvision / av are
-    missing."""
+    [`NoVideoProcessor`]; an [`UnavailableVideoProcessor`] (a warning names the packages) when the backbone's
+    torchvision / av are missing."""
     if video_processor is None or isinstance(video_processor, NoVideoProcessor):
         return NoVideoProcessor()
     if not isinstance(video_processor, Mapping):
@@ -1038,12 +1068,9 @@ def _video_processor_from_settings(video_processor):
         return NoVideoProcessor()
     missing = missing_video_packages()
     if missing:
-        name = settings["video_backbone"].get("name", "?") if isinstance(settings["video_backbone"], Mapping) else "?"
-        raise ImportError(
-            f"this processor records the video backbone {name!r}: it decodes video files with PyAV (av) and the "
-            f"backbone runs in torchvision, but {' and '.join(missing)} cannot be imported. Install them: "
-            f"pip install {' '.join(missing)} (the torchvision release built for your torch)"
-        )
+        unavailable = UnavailableVideoProcessor(settings, missing)
+        logger.warning("%s; only videos= needs them", unavailable.message)
+        return unavailable
     settings.pop("video_processor_type", None)
     settings.pop("auto_map", None)
     return VGDVideoProcessor(**settings)
@@ -1072,6 +1099,7 @@ __all__ = [
     "AVSD_STREAM_ORDER",
     "IGNORE_INDEX",
     "NoVideoProcessor",
+    "UnavailableVideoProcessor",
     "pad_examples",
     "VGDVideoProcessor",
     "VGDProcessor",

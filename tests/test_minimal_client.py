@@ -1,7 +1,7 @@
 """A client without torchvision and av (issue 23): a features-only model saved by `save_pretrained` loads through
 `AutoProcessor` / `AutoModelForCausalLM` with `trust_remote_code=True`, answers through the README snippet ("Using a
-shared model") and the `video-grounded-dialogue` pipeline; a processor that records a video backbone says which
-packages are missing and how to install them, and the pipeline reports that cause.
+shared model") and the `video-grounded-dialogue` pipeline; a model and processor that record a video backbone (the
+video demo's) load too and answer from features, and a video file then gets an error naming the missing packages.
 
 The missing packages are simulated in a subprocess: `sys.modules[name] = None` for torchvision, av and PIL (Pillow)
 before anything is imported, so `import torchvision` raises `ModuleNotFoundError` and `importlib.util.find_spec`
@@ -149,9 +149,9 @@ def backbone_settings(tiny_gpt2_dir):
     return processor.to_dict()["video_processor"]
 
 
-def test_a_recorded_backbone_names_the_missing_packages(saved_model, backbone_settings, tmp_path):
-    """A processor with a video backbone needs torchvision and av: without them, AutoProcessor raises an ImportError
-    naming both and the pip command, and the pipeline reports that cause instead of "no processor found"."""
+def test_a_recorded_backbone_loads_and_names_the_missing_packages_for_videos(saved_model, backbone_settings, tmp_path):
+    """A processor that records a video backbone loads without torchvision and av: it takes features, and `videos=`
+    (the processor's, the pipeline's) raises an ImportError naming both packages and the pip command."""
     import shutil
 
     folder = str(tmp_path / "backbone_model")
@@ -162,29 +162,110 @@ def test_a_recorded_backbone_names_the_missing_packages(saved_model, backbone_se
     config["video_processor"] = backbone_settings
     with open(config_path, "w") as f:
         json.dump(config, f)
+    video_file = tmp_path / "clip.mp4"
+    video_file.write_bytes(b"not decoded: the packages are missing first")
     script = """
+import numpy as np
 from transformers import AutoProcessor, pipeline
-messages = []
+processor = AutoProcessor.from_pretrained(sys.argv[1], trust_remote_code=True)
+messages = [type(processor.video_processor).__name__]
 try:
-    AutoProcessor.from_pretrained(sys.argv[1], trust_remote_code=True)
+    processor(videos=[sys.argv[3]], caption=["a man ."], history=[[]], question=["what next ?"])
 except ImportError as error:
     messages.append(str(error))
+chat = pipeline("video-grounded-dialogue", model=sys.argv[1], trust_remote_code=True)
+messages.append(chat(video=sys.argv[2], caption="a man .", history=[], question="what next ?", max_new_tokens=3)["answer"])
 try:
-    pipeline("video-grounded-dialogue", model=sys.argv[1], trust_remote_code=True)
-except ValueError as error:
+    chat(video=sys.argv[3], caption="a man .", history=[], question="what next ?")
+except ImportError as error:
     messages.append(str(error))
+processor.save_pretrained(sys.argv[4])
 print("RESULT " + json.dumps(messages))
 """
-    result = run_client("import json\n" + script, tmp_path, folder)
+    resaved = tmp_path / "resaved"
+    result = run_client("import json\n" + script, tmp_path, folder, saved_model[1], video_file, resaved)
     assert result.returncode == 0, result.stderr[-4000:]
-    processor_error, pipeline_error = json.loads(
+    kind, processor_error, answer, pipeline_error = json.loads(
         next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[len("RESULT ") :]
     )
-    assert "records the video backbone 'r3d_18'" in processor_error
-    assert "pip install torchvision av" in processor_error
-    assert "the processor saved with the model could not be loaded: ImportError" in pipeline_error
-    assert "pip install torchvision av" in pipeline_error
-    assert "no processor found" not in pipeline_error
+    assert kind == "UnavailableVideoProcessor"
+    for error in (processor_error, pipeline_error):
+        assert "records the video backbone 'r3d_18'" in error
+        assert "pip install torchvision av" in error
+    assert str(video_file) in pipeline_error
+    assert isinstance(answer, str)
+    assert "records the video backbone 'r3d_18'" in result.stderr  # the warning at load time
+    # saved again without the packages, the processor still records the backbone's settings
+    with open(resaved / "processor_config.json") as f:
+        assert json.load(f)["video_processor"] == json.loads(json.dumps(backbone_settings))
+
+
+def test_a_model_with_a_torchvision_backbone_loads_without_torchvision(tmp_path_factory, tmp_path):
+    """The model of a video demo records its torchvision backbone: without torchvision it loads (the backbone's
+    weights ignored, no "unexpected keys"), answers from features as the repository's model does, refuses
+    `pixel_values_videos` and `save_pretrained` with errors naming the cause, and saves for features only once
+    `config.video_backbone` is None."""
+    pytest.importorskip("torchvision")
+    import numpy as np
+    import torch
+
+    from avsd_dataset.offline_gpt2 import build_offline_gpt2
+    from modeling_vgd_gpt2 import VGDGPT2ForDialogue
+    from processing_vgd import VGDProcessor
+    from video_backbone_vgd import resolve_video_backbone
+
+    from conftest import TINY_CORPUS
+
+    gpt2 = str(tmp_path_factory.mktemp("gpt2_for_backbone"))
+    build_offline_gpt2(TINY_CORPUS, gpt2, vocab_size=400, n_positions=128, n_embd=32, n_layer=2, n_head=2)
+    spec = dict(resolve_video_backbone("r3d_18", pretrained=False, crop_size=32, clip_length=8, layer="layer2"), random_init_seed=0)
+    processor = VGDProcessor.from_gpt2_pretrained(gpt2, video_backbone=spec, max_video_frames=8)
+    model = VGDGPT2ForDialogue.from_gpt2_pretrained(gpt2, processor=processor).eval()
+    folder = str(tmp_path / "video_model")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    features = str(tmp_path / "features.npy")
+    np.save(features, np.random.default_rng(0).standard_normal((3, 4, model.config.video_feature_dim)).astype(np.float32))
+
+    script = """
+import numpy as np, torch
+from transformers import AutoModelForCausalLM, AutoProcessor
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True)
+processor = AutoProcessor.from_pretrained(sys.argv[1], trust_remote_code=True)
+inputs = processor(video_features=[np.load(sys.argv[2])], caption=["a man ."], history=[[]], question=["what next ?"], return_tensors="pt")
+out = model.generate(**inputs, do_sample=False, max_new_tokens=4)
+got = {"backbone": model.video_backbone is not None, "tokens": out[0, inputs["input_ids"].shape[1]:].tolist()}
+try:
+    model.extract_video_features(torch.zeros(1, 1, 8, 3, 32, 32))
+except ImportError as error:
+    got["pixels"] = str(error)
+try:
+    model.save_pretrained(sys.argv[3])
+except RuntimeError as error:
+    got["save"] = str(error)
+model.config.video_backbone = None
+model.save_pretrained(sys.argv[3])
+print("RESULT " + json.dumps(got))
+"""
+    features_only = tmp_path / "features_only"
+    result = run_client("import json\n" + script, tmp_path, folder, features, features_only)
+    assert result.returncode == 0, result.stderr[-4000:]
+    got = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[len("RESULT ") :])
+    assert got["backbone"] is False
+    assert "The video backbone of this model (r3d_18) is not built" in result.stderr
+    assert "unexpected" not in result.stderr.lower()
+    assert "pip install torchvision" in got["pixels"] and "video_features" in got["pixels"]
+    assert "cannot save this model" in got["save"] and "config.video_backbone = None" in got["save"]
+    inputs = processor(video_features=[np.load(features)], caption=["a man ."], history=[[]], question=["what next ?"], return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**inputs, do_sample=False, max_new_tokens=4)
+    assert got["tokens"] == out[0, inputs["input_ids"].shape[1] :].tolist()
+    with open(features_only / "config.json") as f:
+        assert json.load(f)["video_backbone"] is None
+    reloaded = VGDGPT2ForDialogue.from_pretrained(str(features_only)).eval()
+    assert reloaded.video_backbone is None
+    with torch.no_grad():
+        assert torch.equal(reloaded.generate(**inputs, do_sample=False, max_new_tokens=4), out)
 
 
 def test_the_pipeline_still_says_when_no_processor_was_saved(saved_model, tmp_path):
