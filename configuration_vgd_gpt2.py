@@ -50,6 +50,13 @@ class VGDGPT2Config(GPT2Config):
         use_mlm / use_mvm / use_mvt (`bool`, default `True`):
             Which auxiliary objectives the training collator should produce labels for (the model
             computes whichever labels it is given).
+        video_frame_init_std (`float`, *optional*):
+            Standard deviation of the normal initialisation of the temporal encoding (`video_frame_embeddings`);
+            `None` (default): `initializer_range` (GPT-2's 0.02), like every other new layer. Only a new model's
+            initialisation reads it. The projected features of a video are much larger than such an encoding
+            (the video demo's: a norm of ~4 at initialisation and ~18 trained, against 0.2 growing to 1.4-2.2), so the
+            clips are hard to tell apart in time; the video demo starts it at 0.5, with which it learns the order of
+            the actions in seeds that never did (docs/video.md).
         video_backbone (`dict`, *optional*):
             The video network that turns video files into features inside the model (see
             `video_backbone_vgd.py`): its name (`"r3d_18"`, `"s3d"`, a VideoMAE folder, ...), library, weights, clip
@@ -78,6 +85,7 @@ class VGDGPT2Config(GPT2Config):
         cls_token_id: int | None = None,
         mask_token_id: int | None = None,
         video_backbone: dict | None = None,
+        video_frame_init_std: float | None = None,
         **kwargs,
     ):
         for name, value in (
@@ -88,6 +96,8 @@ class VGDGPT2Config(GPT2Config):
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"VGDGPT2Config: {name} must be a positive int, got {value!r}")
+        if video_frame_init_std is not None and (isinstance(video_frame_init_std, bool) or not video_frame_init_std > 0):
+            raise ValueError(f"VGDGPT2Config: video_frame_init_std must be a positive number or None, got {video_frame_init_std!r}")
         if video_pooling not in VIDEO_POOLING_MODES:
             raise ValueError(f"video_pooling must be one of {VIDEO_POOLING_MODES}, got {video_pooling!r}")
         self.video_feature_dim = video_feature_dim
@@ -95,6 +105,7 @@ class VGDGPT2Config(GPT2Config):
         self.max_video_regions = max_video_regions
         self.max_turns = max_turns
         self.video_pooling = video_pooling
+        self.video_frame_init_std = video_frame_init_std
         self.use_mlm = use_mlm
         self.use_mvm = use_mvm
         self.use_mvt = use_mvt

@@ -17,6 +17,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin, GPT2Config, GPT2LMHeadModel
+from transformers import initialization as init
 from transformers.loss.loss_utils import fixed_cross_entropy
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput
 from transformers.models.gpt2.modeling_gpt2 import GPT2Model, GPT2PreTrainedModel
@@ -212,6 +213,13 @@ class VGDGPT2PreTrainedModel(GPT2PreTrainedModel):
     config_class = VGDGPT2Config
     config: VGDGPT2Config
     base_model_prefix = "transformer"
+
+    def _init_weights(self, module):
+        """GPT-2's initialisation; the temporal encoding with `config.video_frame_init_std` when it is set."""
+        super()._init_weights(module)
+        std = getattr(self.config, "video_frame_init_std", None)
+        if std is not None and module is getattr(self, "video_frame_embeddings", None):
+            init.normal_(module.weight, mean=0.0, std=std)
 
 
 class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):

@@ -101,6 +101,11 @@ class ModelArguments:
     use_mlm: bool = field(default=True, metadata={"help": "Masked language modelling objective (--no_use_mlm or --use_mlm false: off)."})
     use_mvm: bool = field(default=True, metadata={"help": "Masked visual modelling objective (--no_use_mvm or --use_mvm false: off)."})
     use_mvt: bool = field(default=True, metadata={"help": "Video-text matching objective (--no_use_mvt or --use_mvt false: off)."})
+    video_frame_init_std: float | None = field(
+        default=None,
+        metadata={"help": "Std of the initial temporal encoding of a new model (default: GPT-2's initializer_range, 0.02); "
+                  "the video demo uses 0.5 so that the clips can be told apart in time (VGDGPT2Config.video_frame_init_std)."},
+    )
     mlm_probability: float = field(default=0.15, metadata={"help": "Fraction of context tokens masked for MLM."})
     mvm_probability: float = field(default=0.15, metadata={"help": "Fraction of video regions masked for MVM."})
     mvt_probability: float = field(default=0.15, metadata={"help": "Fraction of examples given another example's video."})
@@ -112,6 +117,8 @@ class ModelArguments:
                 raise ValueError(f"--{name} must be between 0 and 1, got {value}")
         if self.video_pooling not in ("spatiotemporal", "spatial", "temporal"):
             raise ValueError(f"--video_pooling must be spatiotemporal, spatial or temporal, got {self.video_pooling!r}")
+        if self.video_frame_init_std is not None and not self.video_frame_init_std > 0:
+            raise ValueError(f"--video_frame_init_std must be > 0, got {self.video_frame_init_std}")
         for name in ("max_video_frames", "max_video_regions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
@@ -259,6 +266,8 @@ def load_processor_and_model(model_args: ModelArguments, video_feature_dim: int,
     path = model_args.model_name_or_path
     if is_vgd_checkpoint(path):
         logger.info("Continuing from the VGD-GPT2 checkpoint %s", path)
+        if model_args.video_frame_init_std is not None:
+            logger.warning("--video_frame_init_std is ignored: %s is a trained VGD-GPT2, whose temporal encoding is loaded", path)
         processor = VGDProcessor.from_pretrained(path)
         model = VGDGPT2ForDialogue.from_pretrained(path)
         if model.config.video_feature_dim != video_feature_dim:
@@ -284,6 +293,7 @@ def load_processor_and_model(model_args: ModelArguments, video_feature_dim: int,
             use_mlm=model_args.use_mlm,
             use_mvm=model_args.use_mvm,
             use_mvt=model_args.use_mvt,
+            video_frame_init_std=model_args.video_frame_init_std,
         )
     return processor, model
 

@@ -97,6 +97,12 @@ class VideoDemoArguments:
     seed: int = field(default=0, metadata={"help": "Training seed."})
     num_train_epochs: float = field(default=20, metadata={"help": "Training epochs (20: the most that keeps the whole command within 20 minutes on an idle 2-core CPU in one process; 32 fit with --num_processes 2, docs/video.md)."})
     max_steps: int = field(default=-1, metadata={"help": "Training steps (overrides --num_train_epochs when > 0)."})
+    video_frame_init_std: float = field(
+        default=0.5,
+        metadata={"help": "Std of the model's initial temporal encoding (run_vgd --video_frame_init_std; GPT-2's 0.02 when 0). 0.5: the "
+                  "projected clips are ~20x GPT-2's 0.02-std encoding, which left some seeds unable to tell the clips apart in time "
+                  "and so never learning the order of the actions (docs/video.md)."},
+    )
     learning_rate: float = field(default=1.5e-3, metadata={"help": "Peak learning rate (1.5e-3: half the feature demo's, which learned the order of the actions in more seeds here, docs/video.md)."})
     num_processes: int = field(
         default=1,
@@ -120,6 +126,8 @@ class VideoDemoArguments:
     def __post_init__(self):
         if self.num_processes < 1:
             raise ValueError(f"--num_processes must be at least 1, got {self.num_processes}")
+        if self.video_frame_init_std < 0:
+            raise ValueError(f"--video_frame_init_std must be >= 0 (0: GPT-2's initializer_range), got {self.video_frame_init_std}")
         if self.height % 2 or self.width % 2:
             raise ValueError(f"H.264 needs an even frame size, got {self.width}x{self.height}")
         if self.cache_dir is None:
@@ -212,6 +220,8 @@ def training_arguments(args: VideoDemoArguments, where: dict[str, str], model_pa
         generation_num_beams=args.generation_num_beams, generation_max_new_tokens=args.generation_max_new_tokens,
         cpu_threads=args.cpu_threads,
     )
+    if args.video_frame_init_std > 0:
+        settings["video_frame_init_std"] = args.video_frame_init_std
     argv = ["--model_name_or_path", model_path, "--data_dir", where["data_dir"], "--feature_dir", where["feature_dir"],
             "--feature_streams", where["stream"], "--video_pooling", args.video_pooling,
             "--synthetic_answer_accuracy", "true", "--overwrite_output_dir", "true"]

@@ -370,3 +370,24 @@ def test_fresh_process_loads_the_folder_with_remote_code(model, tmp_path):
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == expected.tolist()
+
+
+def test_video_frame_init_std_sets_the_initial_temporal_encoding_only(tmp_path):
+    """`video_frame_init_std` draws a new model's temporal encoding with that std (GPT-2's initializer_range
+    otherwise); loading a trained model keeps its weights; a non-positive value is refused."""
+    torch.manual_seed(0)
+    default = VGDGPT2ForDialogue(tiny_config(max_video_frames=256))
+    wide = VGDGPT2ForDialogue(tiny_config(max_video_frames=256, video_frame_init_std=0.5))
+    assert default.video_frame_embeddings.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    assert wide.video_frame_embeddings.weight.std().item() == pytest.approx(0.5, rel=0.1)
+    # the other new layers keep GPT-2's initialisation
+    assert wide.modality_embeddings.weight.std().item() == pytest.approx(0.02, rel=0.5)
+    with torch.no_grad():
+        wide.video_frame_embeddings.weight.fill_(3.0)
+    wide.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["video_frame_init_std"] == 0.5
+    reloaded = VGDGPT2ForDialogue.from_pretrained(tmp_path)
+    assert torch.equal(reloaded.video_frame_embeddings.weight, torch.full_like(reloaded.video_frame_embeddings.weight, 3.0))
+    for bad in (0, -0.1, True):
+        with pytest.raises(ValueError, match="video_frame_init_std"):
+            tiny_config(video_frame_init_std=bad)

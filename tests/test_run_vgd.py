@@ -57,6 +57,15 @@ def test_smoke_run_writes_model_predictions_and_metrics(tmp_path):
         assert os.stat(output_dir / name).st_mode & 0o777 == 0o666 & ~umask, name
 
 
+def test_video_frame_init_std_reaches_a_new_model_and_is_checked(tmp_path):
+    output_dir = tmp_path / "run"
+    run_vgd.main(TINY + ["--max_steps", "1", "--do_eval", "false", "--do_predict", "false", "--video_frame_init_std", "0.5",
+                         "--output_dir", str(output_dir)])
+    assert json.loads((output_dir / "config.json").read_text())["video_frame_init_std"] == 0.5
+    with pytest.raises(ValueError, match="--video_frame_init_std must be > 0"):
+        run_vgd.main(TINY + ["--video_frame_init_std", "0", "--output_dir", str(tmp_path / "bad")])
+
+
 def test_whole_dialogue_training_refuses_a_history_limit():
     with pytest.raises(ValueError, match="--train_on_whole_dialogues.*--max_history_turns 2"):
         run_vgd.DataArguments(train_on_whole_dialogues=True, max_history_turns=2)
