@@ -53,6 +53,10 @@ def test_the_command_runs_every_stage_and_reports_the_table(demo_run):
         trained_with = json.load(f)["argv"]
     assert trained_with[trained_with.index("--learning_rate") + 1] == "0.0015"
     assert trained_with[trained_with.index("--train_sampling_strategy") + 1] == "random"
+    # the temporal encoding starts large enough to tell the clips apart in time, and the model records it
+    assert trained_with[trained_with.index("--video_frame_init_std") + 1] == "0.5"
+    with open(root / "model" / "config.json") as f:
+        assert json.load(f)["video_frame_init_std"] == 0.5
     # trained by two data-parallel processes (accelerate launch): both took part, and the decoding too
     with open(root / "model" / "video_demo.json") as f:
         assert json.load(f)["num_processes"] == 2
