@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import AutoFeatureExtractor, GPT2Tokenizer
-from transformers.utils import logging
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
+from transformers.utils import logging
 
 
 try:  # package layout (Hub / `trust_remote_code`): the files sit next to this one
@@ -1059,6 +1059,8 @@ def _video_processor_from_settings(video_processor):
     `processor_config.json`, or `None`) -> a `VGDVideoProcessor` when a video backbone is recorded, else a
     [`NoVideoProcessor`]; an [`UnavailableVideoProcessor`] (a warning names the packages) when the backbone's
     torchvision / av are missing."""
+    if isinstance(video_processor, UnavailableVideoProcessor):
+        return video_processor  # keeps the recorded settings
     if video_processor is None or isinstance(video_processor, NoVideoProcessor):
         return NoVideoProcessor()
     if not isinstance(video_processor, Mapping):
