@@ -278,3 +278,15 @@ def test_the_pipeline_still_says_when_no_processor_was_saved(saved_model, tmp_pa
     os.remove(os.path.join(folder, "processor_config.json"))
     with pytest.raises(ValueError, match="no processor found.*save it next to the model"):
         pipeline("video-grounded-dialogue", model=folder, trust_remote_code=True)
+
+
+def test_an_unavailable_video_processor_keeps_its_settings_and_names_the_packages(backbone_settings):
+    """In process: what a processor holds when torchvision / av are missing survives being passed on, saves its
+    settings, and raises an ImportError naming the packages when asked for videos."""
+    from processing_vgd import UnavailableVideoProcessor, _video_processor_from_settings
+
+    unavailable = UnavailableVideoProcessor(backbone_settings, ["torchvision", "av"])
+    assert _video_processor_from_settings(unavailable) is unavailable
+    assert unavailable.to_dict() == backbone_settings and unavailable.video_backbone is None
+    with pytest.raises(ImportError, match="'r3d_18'.*pip install torchvision av"):
+        unavailable(["clip.mp4"])
