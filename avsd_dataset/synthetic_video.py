@@ -182,8 +182,9 @@ def write_video(path: str, frames: np.ndarray, fps: int = 8, codec: str = "libx2
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if codec == "libx264":
             stream.options = {"preset": "veryfast", "crf": "20", "x264-params": "no-mbtree=1"}
+        one_thread = swscale_threads(1)
         for frame in frames:
-            yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=stream.pix_fmt, **swscale_threads(1))
+            yuv = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=stream.pix_fmt, **one_thread)
             for packet in stream.encode(yuv):
                 container.mux(packet)
         for packet in stream.encode():

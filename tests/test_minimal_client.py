@@ -200,7 +200,7 @@ print("RESULT " + json.dumps(messages))
         assert json.load(f)["video_processor"] == json.loads(json.dumps(backbone_settings))
 
 
-def test_a_model_with_a_torchvision_backbone_loads_without_torchvision(tmp_path_factory, tmp_path):
+def test_a_model_with_a_torchvision_backbone_loads_without_torchvision(tiny_gpt2_dir, tmp_path):
     """The model of a video demo records its torchvision backbone: without torchvision it loads (the backbone's
     weights ignored, no "unexpected keys"), answers from features as the repository's model does, refuses
     `pixel_values_videos` and `save_pretrained` with errors naming the cause, and saves for features only once
@@ -209,18 +209,13 @@ def test_a_model_with_a_torchvision_backbone_loads_without_torchvision(tmp_path_
     import numpy as np
     import torch
 
-    from avsd_dataset.offline_gpt2 import build_offline_gpt2
     from modeling_vgd_gpt2 import VGDGPT2ForDialogue
     from processing_vgd import VGDProcessor
     from video_backbone_vgd import resolve_video_backbone
 
-    from conftest import TINY_CORPUS
-
-    gpt2 = str(tmp_path_factory.mktemp("gpt2_for_backbone"))
-    build_offline_gpt2(TINY_CORPUS, gpt2, vocab_size=400, n_positions=128, n_embd=32, n_layer=2, n_head=2)
     spec = dict(resolve_video_backbone("r3d_18", pretrained=False, crop_size=32, clip_length=8, layer="layer2"), random_init_seed=0)
-    processor = VGDProcessor.from_gpt2_pretrained(gpt2, video_backbone=spec, max_video_frames=8)
-    model = VGDGPT2ForDialogue.from_gpt2_pretrained(gpt2, processor=processor).eval()
+    processor = VGDProcessor.from_gpt2_pretrained(tiny_gpt2_dir, video_backbone=spec, max_video_frames=8)
+    model = VGDGPT2ForDialogue.from_gpt2_pretrained(tiny_gpt2_dir, processor=processor).eval()
     folder = str(tmp_path / "video_model")
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
