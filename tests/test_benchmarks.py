@@ -146,3 +146,31 @@ def test_decode_threads_benchmark_compares_the_same_frames():
     result = bench_decode_threads.main(["--videos", "3", "--frames", "8", "--rounds", "2"])
     assert result["same_frames"] is True
     assert result["one_thread_s"] > 0 and result["auto_threads_s"] > 0
+
+
+def test_answer_ceiling_reads_the_facts_from_informative_tokens_and_not_from_noise(tmp_path):
+    """benchmarks/probe_answer_ceiling.py answers every scored test question from classifiers on the clip tokens:
+    near-perfect on the synthetic features (each fact a prototype in its regions), near chance once the same
+    files hold noise."""
+    import numpy as np
+
+    from avsd_dataset.synthetic import generate_synthetic_avsd
+
+    import probe_answer_ceiling
+
+    data_dir = str(tmp_path / "data")
+    generate_synthetic_avsd(data_dir, num_train_dialogs=300, num_valid_dialogs=4, num_test_dialogs=64, video_stream="r3d_18",
+                            num_frames=8, num_regions=4, feature_dim=32, noise=0.3, seed=0)
+    feature_dir = os.path.join(data_dir, "features")
+    informative = probe_answer_ceiling.main([data_dir, feature_dir, "--epochs", "30"])
+    assert set(informative) == {"linear", "projection"}
+    assert informative["linear"]["all"] > 0.9 and informative["projection"]["all"] > 0.9
+    assert informative["linear"]["place"] == 1.0 and informative["linear"]["action_first"] > 0.9
+    rng = np.random.default_rng(1)
+    for folder in ("r3d_18", "r3d_18_testset"):
+        for name in os.listdir(os.path.join(feature_dir, folder)):
+            if name.endswith(".npy"):
+                path = os.path.join(feature_dir, folder, name)
+                np.save(path, rng.standard_normal(np.load(path).shape).astype(np.float32))
+    noise = probe_answer_ceiling.main([data_dir, feature_dir, "--epochs", "30"])
+    assert noise["linear"]["all"] < 0.35 and noise["projection"]["all"] < 0.35
