@@ -93,8 +93,8 @@ class VideoDemoArguments:
     n_layer: int = field(
         default=3,
         metadata={"help": "Layers of the offline GPT-2 (3: the order of the actions, `next` / `before` most, is answered better than "
-                  "with 2, +0.03 to +0.05 over the same seeds, for 1.4x the training time; 4 is no better and takes 1.3x "
-                  "longer again, docs/video.md)."},
+                  "with 2, +0.02 to +0.05 over the same seeds, for 1.4x the training time; 4 layers gave seed 0 about the same "
+                  "and take 1.3x longer again, near the 20-minute budget, docs/video.md)."},
     )
     n_embd: int = field(default=128, metadata={"help": "Width of the offline GPT-2."})
     n_head: int = field(default=4, metadata={"help": "Heads of the offline GPT-2."})
