@@ -9,7 +9,7 @@ DATA_DIR: a `python -m avsd_dataset.video_demo` run's data folder (`synthetic_gr
 temporal` gives the model: each clip's regions averaged, `[F, D]`. Two kinds of classifier, each fitted on the
 training dialogues' videos and scored on the test dialogues' scored turns:
 
-- linear: softmax regression (`probe_video_features.fit_probe`'s, full-batch L-BFGS);
+- linear: softmax regression (`probe_video_features.fit_softmax_regression`, full-batch L-BFGS);
 - projection: the model's own video projection `Linear(D, 128) + ReLU` and a linear layer, AdamW (lr 1e-3, weight
   decay 0.01, batch 32) for `--epochs` epochs.
 
@@ -32,27 +32,18 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from avsd_dataset.synthetic import FACT_VALUES, VIDEO_QUESTION_TYPES, load_ground_truth  # noqa: E402
+from probe_video_features import fit_softmax_regression  # noqa: E402
 
 STATIC = ("place", "color", "object", "count")
 
 
-def fit_linear(x: np.ndarray, y: np.ndarray, num_classes: int, l2: float = 1e-3, steps: int = 200):
-    """Softmax regression on standardised inputs (as `probe_video_features.fit_probe`); returns `x -> log-probabilities`."""
-    mean, std = x.mean(0, keepdims=True), x.std(0, keepdims=True) + 1e-6
-    inputs, targets = torch.from_numpy((x - mean) / std).float(), torch.from_numpy(y)
-    layer = torch.nn.Linear(x.shape[1], num_classes)
-    optimizer = torch.optim.LBFGS(layer.parameters(), lr=1, max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(layer(inputs), targets) + l2 * layer.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return lambda z: torch.log_softmax(layer(torch.from_numpy((z - mean) / std).float()), -1).detach().numpy()
+def fit_linear(x: np.ndarray, y: np.ndarray, num_classes: int):
+    """`probe_video_features`' softmax regression; returns `x -> log-probabilities`."""
+    classify = fit_softmax_regression(x, y, num_classes)
+    return lambda z: torch.log_softmax(classify(z), -1).numpy()
 
 
 def fit_projection(x: np.ndarray, y: np.ndarray, num_classes: int, epochs: int, width: int = 128, seed: int = 0):

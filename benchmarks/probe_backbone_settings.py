@@ -11,8 +11,8 @@ frames upsampled to 64 x 64), the first `--train_videos` training videos and all
 `WORK_DIR/<setting>/`, every channel is standardised with the statistics of 300 training videos, and a softmax
 regression (`probe_video_features.fit_probe`) reads from the region-and-clip mean token the object, colour and count,
 and from a clip's region-mean token (what `--video_pooling temporal` gives the model) that clip's action; and the
-model's own `Linear + ReLU` projection with a linear classifier, trained on the object alone, after 20 and 50 epochs
-(how fast the model's layer can learn it). Prints one JSON line per setting (test accuracy, extraction seconds), then
+model's own `Linear + ReLU` projection with a linear classifier (`probe_answer_ceiling.fit_projection`), trained on
+the object alone for 20 and for 50 epochs (how fast the model's layer can learn it). Prints one JSON line per setting (test accuracy, extraction seconds), then
 a table. Results: docs/video.md.
 """
 
@@ -33,6 +33,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from avsd_dataset.synthetic import FACT_VALUES, load_ground_truth  # noqa: E402
+from probe_answer_ceiling import fit_projection  # noqa: E402
 from probe_video_features import fit_probe  # noqa: E402
 
 DEMO = ["--backbone", "r3d_18", "--layer", "layer3", "--crop_size", "32", "--resize_size", "32", "--rgb_difference"]
@@ -81,31 +82,11 @@ def probe_setting(features: dict[str, np.ndarray], videos: dict, train_ids: list
     result["action of a clip"] = fit_probe(*clip_rows(train_ids), *clip_rows(test_ids), len(FACT_VALUES["action"]))[1]
     object_rows = [(np.stack([standardised[i].mean((0, 1)) for i in ids]),
                     np.array([FACT_VALUES["object"].index(videos[i]["object"]) for i in ids])) for ids in (train_ids, test_ids)]
-    for epochs, accuracy in projection_object_probe(*object_rows[0], *object_rows[1], epochs=(20, 50)).items():
-        result[f"object, projection probe, {epochs} epochs"] = accuracy
+    (x_fit, y_fit), (x_test, y_test) = object_rows
+    for epochs in (20, 50):  # the model's projection + a linear layer, trained on the object alone (seeded: the same first epochs)
+        classify = fit_projection(x_fit, y_fit, len(FACT_VALUES["object"]), epochs)
+        result[f"object, projection probe, {epochs} epochs"] = float((classify(x_test).argmax(1) == y_test).mean())
     return result
-
-
-def projection_object_probe(x_fit, y_fit, x_test, y_test, epochs=(20, 50), width=128, seed=0) -> dict[int, float]:
-    """The object read the way the model can read it: its video projection (`Linear(D, width) + ReLU`) and a linear
-    classifier on the video's mean token, trained with AdamW (lr 1e-3, weight decay 0.01, batch 32) on the object
-    alone. How fast the model's own layer learns the object when nothing else competes: test accuracy after each of
-    `epochs`."""
-    torch.manual_seed(seed)
-    x_fit, x_test = torch.from_numpy(x_fit).float(), torch.from_numpy(x_test).float()
-    y_fit, y_test = torch.from_numpy(y_fit), torch.from_numpy(y_test)
-    net = torch.nn.Sequential(torch.nn.Linear(x_fit.shape[1], width), torch.nn.ReLU(), torch.nn.Linear(width, len(FACT_VALUES["object"])))
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.01)
-    accuracies = {}
-    for epoch in range(1, max(epochs) + 1):
-        for batch in torch.randperm(len(x_fit)).split(32):
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(net(x_fit[batch]), y_fit[batch]).backward()
-            optimizer.step()
-        if epoch in epochs:
-            with torch.no_grad():
-                accuracies[epoch] = float((net(x_test).argmax(1) == y_test).float().mean())
-    return accuracies
 
 
 def main(argv=None):

@@ -31,23 +31,28 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from avsd_dataset.synthetic import FACT_VALUES, load_ground_truth  # noqa: E402
 
 
-def fit_probe(x_train, y_train, x_test, y_test, num_classes, l2=1e-3, steps=200):
+def fit_softmax_regression(x_train, y_train, num_classes, l2=1e-3, steps=200):
+    """A softmax regression on standardised inputs (L2, full-batch L-BFGS); returns `x -> logits` (numpy in, torch out)."""
     mean, std = x_train.mean(0, keepdims=True), x_train.std(0, keepdims=True) + 1e-6
-    x_train, x_test = (torch.from_numpy((x - mean) / std).float() for x in (x_train, x_test))
+    inputs = torch.from_numpy((x_train - mean) / std).float()
     y_train_t = torch.from_numpy(y_train)
     layer = torch.nn.Linear(x_train.shape[1], num_classes)
     optimizer = torch.optim.LBFGS(layer.parameters(), lr=1, max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure():
         optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(layer(x_train), y_train_t) + l2 * layer.weight.pow(2).sum()
+        loss = torch.nn.functional.cross_entropy(layer(inputs), y_train_t) + l2 * layer.weight.pow(2).sum()
         loss.backward()
         return loss
 
     optimizer.step(closure)
-    with torch.no_grad():
-        train_acc = (layer(x_train).argmax(1) == y_train_t).float().mean().item()
-        test_acc = (layer(x_test).argmax(1).numpy() == y_test).mean()
+    return lambda x: layer(torch.from_numpy((x - mean) / std).float()).detach()
+
+
+def fit_probe(x_train, y_train, x_test, y_test, num_classes, l2=1e-3, steps=200):
+    classify = fit_softmax_regression(x_train, y_train, num_classes, l2, steps)
+    train_acc = (classify(x_train).argmax(1).numpy() == y_train).mean()
+    test_acc = (classify(x_test).argmax(1).numpy() == y_test).mean()
     majority = np.bincount(y_test, minlength=num_classes).max() / len(y_test)
     return float(train_acc), float(test_acc), float(majority)
 
