@@ -60,6 +60,13 @@ def fit_projection(x: np.ndarray, y: np.ndarray, num_classes: int, epochs: int, 
     return lambda z: torch.log_softmax(net(torch.from_numpy(z).float()), -1).detach().numpy()
 
 
+def clip_action_labels(actions: list[str], num_clips: int) -> np.ndarray:
+    """`[num_clips]`: the index (in `FACT_VALUES["action"]`) of the action each clip shows, the clips split into
+    `len(actions)` consecutive segments as `segment_log_probs` splits them."""
+    segments = np.array_split(np.arange(num_clips), len(actions))
+    return np.concatenate([np.full(len(segment), FACT_VALUES["action"].index(action)) for action, segment in zip(actions, segments)])
+
+
 def segment_log_probs(classify, tokens: np.ndarray, num_actions: int) -> np.ndarray:
     """`[num_actions, num_action_values]`: the mean log-probability of each action over a segment's clips."""
     per_clip = classify(tokens)
@@ -104,12 +111,8 @@ def main(argv=None):
     train_tokens = {i: tokens(i) for i in train_ids}
     rows = {fact: (np.stack([train_tokens[i].mean(0) for i in train_ids]),
                    np.array([FACT_VALUES[fact].index(videos[i][fact]) for i in train_ids])) for fact in STATIC}
-    clip_x, clip_y = [], []
-    for i in train_ids:
-        for segment, clips in zip(videos[i]["actions"], np.array_split(train_tokens[i], len(videos[i]["actions"]))):
-            clip_x.extend(clips)
-            clip_y.extend([FACT_VALUES["action"].index(segment)] * len(clips))
-    rows["action"] = (np.stack(clip_x), np.array(clip_y))
+    rows["action"] = (np.concatenate([train_tokens[i] for i in train_ids]),
+                      np.concatenate([clip_action_labels(videos[i]["actions"], len(train_tokens[i])) for i in train_ids]))
 
     results = {}
     for kind in ("linear", "projection"):

@@ -33,17 +33,25 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from avsd_dataset.synthetic import FACT_VALUES, load_ground_truth  # noqa: E402
-from probe_answer_ceiling import fit_projection  # noqa: E402
+from probe_answer_ceiling import clip_action_labels, fit_projection  # noqa: E402
 from probe_video_features import fit_probe  # noqa: E402
 
-DEMO = ["--backbone", "r3d_18", "--layer", "layer3", "--crop_size", "32", "--resize_size", "32", "--rgb_difference"]
+DEMO = {"--backbone": "r3d_18", "--layer": "layer3", "--crop_size": "32", "--resize_size": "32"}
+
+
+def demo_with(**changes: str) -> list[str]:
+    """The video demo's extraction options with some replaced or added (`demo_with(layer="layer2")`)."""
+    options = dict(DEMO, **{f"--{name}": value for name, value in changes.items()})
+    return [part for option in options.items() for part in option] + ["--rgb_difference"]
+
+
 SETTINGS = {
-    "video demo (r3d_18 layer3, 32 px)": DEMO,
-    "backbone seed 1": DEMO + ["--seed", "1"],
-    "layer2": ["--backbone", "r3d_18", "--layer", "layer2", "--crop_size", "32", "--resize_size", "32", "--rgb_difference"],
-    "mc3_18": ["--backbone", "mc3_18", "--layer", "layer3", "--crop_size", "32", "--resize_size", "32", "--rgb_difference"],
-    "r2plus1d_18": ["--backbone", "r2plus1d_18", "--layer", "layer3", "--crop_size", "32", "--resize_size", "32", "--rgb_difference"],
-    "frames upsampled to 64 px": ["--backbone", "r3d_18", "--layer", "layer3", "--crop_size", "64", "--resize_size", "64", "--rgb_difference"],
+    "video demo (r3d_18 layer3, 32 px)": demo_with(),
+    "backbone seed 1": demo_with(seed="1"),
+    "layer2": demo_with(layer="layer2"),
+    "mc3_18": demo_with(backbone="mc3_18"),
+    "r2plus1d_18": demo_with(backbone="r2plus1d_18"),
+    "frames upsampled to 64 px": demo_with(crop_size="64", resize_size="64"),
 }
 COMMON = ["--batch_size", "16", "--num_workers", "1", "--threads", "2", "--clip_length", "4", "--fps", "6", "--random_init"]
 
@@ -67,25 +75,18 @@ def probe_setting(features: dict[str, np.ndarray], videos: dict, train_ids: list
         def rows(ids):
             return (np.stack([standardised[i].mean((0, 1)) for i in ids]),
                     np.array([FACT_VALUES[fact].index(videos[i][fact]) for i in ids]))
-        result[fact] = fit_probe(*rows(train_ids), *rows(test_ids), len(FACT_VALUES[fact]))[1]
+        (x_fit, y_fit), (x_test, y_test) = rows(train_ids), rows(test_ids)
+        result[fact] = fit_probe(x_fit, y_fit, x_test, y_test, len(FACT_VALUES[fact]))[1]
+        if fact == "object":
+            for epochs in (20, 50):  # the model's projection + a linear layer, trained on the object alone (seeded: the same first epochs)
+                classify = fit_projection(x_fit, y_fit, len(FACT_VALUES["object"]), epochs)
+                result[f"object, projection probe, {epochs} epochs"] = float((classify(x_test).argmax(1) == y_test).mean())
 
-    def clip_rows(ids):
-        xs, ys = [], []
-        for i in ids:
-            actions = videos[i]["actions"]
-            clips_per_action = len(standardised[i]) // len(actions)
-            for k, clip in enumerate(standardised[i]):
-                xs.append(clip.mean(0))
-                ys.append(FACT_VALUES["action"].index(actions[min(k // clips_per_action, len(actions) - 1)]))
-        return np.stack(xs), np.array(ys)
+    def clip_rows(ids):  # every clip's region-mean token and the action its segment shows
+        return (np.concatenate([standardised[i].mean(1) for i in ids]),
+                np.concatenate([clip_action_labels(videos[i]["actions"], len(standardised[i])) for i in ids]))
 
     result["action of a clip"] = fit_probe(*clip_rows(train_ids), *clip_rows(test_ids), len(FACT_VALUES["action"]))[1]
-    object_rows = [(np.stack([standardised[i].mean((0, 1)) for i in ids]),
-                    np.array([FACT_VALUES["object"].index(videos[i]["object"]) for i in ids])) for ids in (train_ids, test_ids)]
-    (x_fit, y_fit), (x_test, y_test) = object_rows
-    for epochs in (20, 50):  # the model's projection + a linear layer, trained on the object alone (seeded: the same first epochs)
-        classify = fit_projection(x_fit, y_fit, len(FACT_VALUES["object"]), epochs)
-        result[f"object, projection probe, {epochs} epochs"] = float((classify(x_test).argmax(1) == y_test).mean())
     return result
 
 
