@@ -57,6 +57,14 @@ class VGDGPT2Config(GPT2Config):
             (the video demo's: a norm of ~4 at initialisation and ~18 trained, against 0.2 growing to 1.4-2.2), so the
             clips are hard to tell apart in time; the video demo starts it at 0.5, with which it learns the order of
             the actions in seeds that never did (docs/video.md).
+        video_whitening_components (`int`, *optional*):
+            K: the video features are PCA-whitened before `video_projection`, which then reads the K largest
+            components at unit variance instead of the D channels (`VGDGPT2ForDialogue.set_video_whitening`; the mean
+            `[D]` and matrix `[D, K]` are buffers in the model's weights, fitted on the training videos by `run_vgd.py
+            --video_whitening_components K`). A fact carried by a small share of the features' variance (the video
+            demo's object: a few pixels of a 32-pixel frame) is then as large as the rest and learned in the same
+            time; masked visual modelling still reconstructs the features as given. `None` (default): the projection
+            reads the features as they are.
         video_backbone (`dict`, *optional*):
             The video network that turns video files into features inside the model (see
             `video_backbone_vgd.py`): its name (`"r3d_18"`, `"s3d"`, a VideoMAE folder, ...), library, weights, clip
@@ -86,6 +94,7 @@ class VGDGPT2Config(GPT2Config):
         mask_token_id: int | None = None,
         video_backbone: dict | None = None,
         video_frame_init_std: float | None = None,
+        video_whitening_components: int | None = None,
         **kwargs,
     ):
         for name, value in (
@@ -98,6 +107,15 @@ class VGDGPT2Config(GPT2Config):
                 raise ValueError(f"VGDGPT2Config: {name} must be a positive int, got {value!r}")
         if video_frame_init_std is not None and (isinstance(video_frame_init_std, bool) or not video_frame_init_std > 0):
             raise ValueError(f"VGDGPT2Config: video_frame_init_std must be a positive number or None, got {video_frame_init_std!r}")
+        if video_whitening_components is not None and (
+            isinstance(video_whitening_components, bool)
+            or not isinstance(video_whitening_components, int)
+            or not 1 <= video_whitening_components <= video_feature_dim
+        ):
+            raise ValueError(
+                f"VGDGPT2Config: video_whitening_components must be None or an int from 1 to video_feature_dim "
+                f"({video_feature_dim}), got {video_whitening_components!r}"
+            )
         if video_pooling not in VIDEO_POOLING_MODES:
             raise ValueError(f"video_pooling must be one of {VIDEO_POOLING_MODES}, got {video_pooling!r}")
         self.video_feature_dim = video_feature_dim
@@ -106,6 +124,7 @@ class VGDGPT2Config(GPT2Config):
         self.max_turns = max_turns
         self.video_pooling = video_pooling
         self.video_frame_init_std = video_frame_init_std
+        self.video_whitening_components = video_whitening_components
         self.use_mlm = use_mlm
         self.use_mvm = use_mvm
         self.use_mvt = use_mvt

@@ -215,18 +215,23 @@ class VGDGPT2PreTrainedModel(GPT2PreTrainedModel):
     base_model_prefix = "transformer"
 
     def _init_weights(self, module):
-        """GPT-2's initialisation; the temporal encoding with `config.video_frame_init_std` when it is set."""
+        """GPT-2's initialisation; the temporal encoding with `config.video_frame_init_std` when it is set; the video
+        whitening (when `config.video_whitening_components` is set) starts unfitted: all zeros."""
         super()._init_weights(module)
         std = getattr(self.config, "video_frame_init_std", None)
         if std is not None and module is getattr(self, "video_frame_embeddings", None):
             init.normal_(module.weight, mean=0.0, std=std)
+        if module is self and getattr(self, "video_whitening_matrix", None) is not None:
+            init.zeros_(self.video_whitening_mean)
+            init.zeros_(self.video_whitening_matrix)
 
 
 class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
     r"""
     GPT-2 with the video and dialogue encodings of VGD-GPT2 and the heads of its four training objectives.
 
-    - Video (Eq. 1-2): features `[F, P, D]` -> `ReLU(Linear(D -> d))` + "vis" modality encoding + temporal
+    - Video (Eq. 1-2): features `[F, P, D]` -> `ReLU(Linear(D -> d))` (with `config.video_whitening_components` K:
+      `ReLU(Linear(K -> d))` of the features PCA-whitened by the `[D, K]` buffer of `set_video_whitening`) + "vis" modality encoding + temporal
       encoding (frame index, `video_frame_embeddings`) + spatial-position encoding (region index, read from
       GPT-2's own position table). Each video token replaces one `<video>` placeholder of `input_ids`.
     - Text (Eq. 3): token embedding + modality (cap / usr / sys) + turn + position encodings; text positions
@@ -242,7 +247,13 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
         self.transformer = GPT2Model(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
 
-        self.video_projection = nn.Linear(config.video_feature_dim, config.n_embd)
+        whitening = config.video_whitening_components
+        self.video_projection = nn.Linear(whitening or config.video_feature_dim, config.n_embd)
+        if whitening is not None:
+            # fitted on the training videos (set_video_whitening); saved with the weights
+            self.register_buffer("video_whitening_mean", torch.zeros(config.video_feature_dim))
+            self.register_buffer("video_whitening_matrix", torch.zeros(config.video_feature_dim, whitening))
+        self._video_whitening_checked = False
         self.video_frame_embeddings = nn.Embedding(config.max_video_frames, config.n_embd)
         self.modality_embeddings = nn.Embedding(NUM_MODALITIES, config.n_embd)
         self.turn_embeddings = nn.Embedding(config.max_turns, config.n_embd)
@@ -507,17 +518,58 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
                 "(several dialogues in one row) are not supported; pass one dialogue per row with its attention_mask"
             )
 
+    def set_video_whitening(self, mean: torch.Tensor, matrix: torch.Tensor) -> None:
+        """Install the PCA whitening that `video_projection` reads through (`config.video_whitening_components` K).
+
+        Args:
+            mean (`torch.Tensor` of shape `(video_feature_dim,)`): the training videos' mean feature.
+            matrix (`torch.Tensor` of shape `(video_feature_dim, K)`): whitened = `(features - mean) @ matrix`
+                (`vgd_training.video_whitening.fit_video_whitening` fits both).
+        """
+        if self.config.video_whitening_components is None:
+            raise ValueError("this model reads the video features as they are (config.video_whitening_components is None)")
+        mean, matrix = torch.as_tensor(mean), torch.as_tensor(matrix)
+        for name, value, expected in (("mean", mean, self.video_whitening_mean), ("matrix", matrix, self.video_whitening_matrix)):
+            if tuple(value.shape) != tuple(expected.shape):
+                raise ValueError(f"set_video_whitening: {name} must have shape {tuple(expected.shape)}, got {tuple(value.shape)}")
+            if not torch.isfinite(value).all():
+                raise ValueError(f"set_video_whitening: {name} holds NaN or infinite values")
+        if not matrix.any():
+            raise ValueError("set_video_whitening: the matrix is all zeros")
+        with torch.no_grad():
+            self.video_whitening_mean.copy_(mean)
+            self.video_whitening_matrix.copy_(matrix)
+        self._video_whitening_checked = True
+
+    def _check_video_whitening(self) -> None:
+        """A model built with `video_whitening_components` whose whitening was never fitted would project zeros: said
+        once, before the first forward (one device sync per model)."""
+        if self._video_whitening_checked:
+            return
+        if not bool(self.video_whitening_matrix.any()):
+            raise ValueError(
+                "config.video_whitening_components is set but this model's video whitening was never fitted (its matrix is "
+                "all zeros): call model.set_video_whitening(mean, matrix) with the training videos' statistics "
+                "(vgd_training.video_whitening.fit_video_whitening; run_vgd.py --video_whitening_components K does both)"
+            )
+        self._video_whitening_checked = True
+
     def embed_video(self, video_features: torch.FloatTensor, mvm_mask: torch.BoolTensor | None = None) -> torch.FloatTensor:
         """Eq. 1-2 without the spatial-position term (added by GPT-2's position table).
 
         Args:
             video_features (`torch.FloatTensor` of shape `(batch_size, frames, regions, video_feature_dim)`).
             mvm_mask (`torch.BoolTensor` of shape `(batch_size, frames, regions)`, *optional*):
-                Regions whose features are replaced by zeros (masked visual modelling).
+                Regions whose features (after the whitening, when the model has one) are replaced by zeros (masked
+                visual modelling; the MVM target stays the features as given).
         Returns:
             `torch.FloatTensor` of shape `(batch_size, frames, regions, n_embd)`.
         """
         video_features = video_features.to(self.video_projection.weight.dtype)
+        if self.config.video_whitening_components is not None:
+            self._check_video_whitening()
+            mean, matrix = self.video_whitening_mean.to(video_features.dtype), self.video_whitening_matrix.to(video_features.dtype)
+            video_features = (video_features - mean) @ matrix  # [B, F, P, K]
         if mvm_mask is not None:
             video_features = video_features.masked_fill(mvm_mask.unsqueeze(-1), 0.0)
         frames = torch.arange(video_features.shape[1], device=video_features.device)

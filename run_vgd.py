@@ -67,6 +67,7 @@ from vgd_training import TrainingDivergedError, VGDTrainer, VGDTrainingArguments
 from vgd_training.checkpointing import check_output_dir_writable, write_json_atomic
 from vgd_training.output_folder import bytes_needed_on_disk, prepare_output_dir, release_output_dirs, replace_earlier_results, report_outputs
 from vgd_training.signals import StopOnSignalCallback, stop_after_signal
+from vgd_training.video_whitening import fit_model_video_whitening
 from vgd_training.process import (
     StageTimes,
     apply_total_train_batch_size,
@@ -106,6 +107,12 @@ class ModelArguments:
         metadata={"help": "Std of the initial temporal encoding of a new model (default: GPT-2's initializer_range, 0.02); "
                   "the video demo uses 0.5 so that the clips can be told apart in time (VGDGPT2Config.video_frame_init_std)."},
     )
+    video_whitening_components: int | None = field(
+        default=None,
+        metadata={"help": "A new model reads its video features PCA-whitened, keeping this many components, fitted on the "
+                  "training videos before step 1 (VGDGPT2Config.video_whitening_components; saved with the weights). Default: "
+                  "the features as they are. The video demo uses 64: its object is learned, not only its room (docs/video.md)."},
+    )
     mlm_probability: float = field(default=0.15, metadata={"help": "Fraction of context tokens masked for MLM."})
     mvm_probability: float = field(default=0.15, metadata={"help": "Fraction of video regions masked for MVM."})
     mvt_probability: float = field(default=0.15, metadata={"help": "Fraction of examples given another example's video."})
@@ -119,6 +126,8 @@ class ModelArguments:
             raise ValueError(f"--video_pooling must be spatiotemporal, spatial or temporal, got {self.video_pooling!r}")
         if self.video_frame_init_std is not None and not self.video_frame_init_std > 0:
             raise ValueError(f"--video_frame_init_std must be > 0, got {self.video_frame_init_std}")
+        if self.video_whitening_components is not None and self.video_whitening_components < 1:
+            raise ValueError(f"--video_whitening_components must be at least 1, got {self.video_whitening_components}")
         for name in ("max_video_frames", "max_video_regions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
@@ -268,6 +277,8 @@ def load_processor_and_model(model_args: ModelArguments, video_feature_dim: int,
         logger.info("Continuing from the VGD-GPT2 checkpoint %s", path)
         if model_args.video_frame_init_std is not None:
             logger.warning("--video_frame_init_std is ignored: %s is a trained VGD-GPT2, whose temporal encoding is loaded", path)
+        if model_args.video_whitening_components is not None:
+            logger.warning("--video_whitening_components is ignored: %s is a trained VGD-GPT2, whose video projection is loaded", path)
         processor = VGDProcessor.from_pretrained(path)
         model = VGDGPT2ForDialogue.from_pretrained(path)
         if model.config.video_feature_dim != video_feature_dim:
@@ -294,6 +305,7 @@ def load_processor_and_model(model_args: ModelArguments, video_feature_dim: int,
             use_mvm=model_args.use_mvm,
             use_mvt=model_args.use_mvt,
             video_frame_init_std=model_args.video_frame_init_std,
+            video_whitening_components=model_args.video_whitening_components,
         )
     return processor, model
 
@@ -373,6 +385,12 @@ def _main(argv: list[str], progress: dict):
     set_seed(training_args.seed)  # the new layers' initialisation does not depend on what ran before (e.g. a cache miss)
     with stages.stage("model"):
         processor, model = load_processor_and_model(model_args, video_feature_dim, streams, data_args)
+        if model.config.video_whitening_components is not None and not bool(model.video_whitening_matrix.any()):
+            # a new model that whitens its video features: fitted on the training videos, as the model will read them
+            if "train" not in stores:
+                raise ValueError("a new model with --video_whitening_components fits its whitening on the train split: run with --do_train")
+            count = fit_model_video_whitening(model, processor, stores["train"], splits["train"]["image_id"], progress=main_process)
+            logger.info("Video whitening (%d components) fitted on %d training videos", model.config.video_whitening_components, count)
     caption_fields = [name.strip() for name in data_args.caption_fields.split(",") if name.strip()]
     collator = DataCollatorForVGD(
         processor,

@@ -108,6 +108,14 @@ class VideoDemoArguments:
                   "projected clips are ~20x GPT-2's 0.02-std encoding, which left some seeds unable to tell the clips apart in time "
                   "and so never learning the order of the actions (docs/video.md)."},
     )
+    video_whitening_components: int = field(
+        default=64,
+        metadata={"help": "The model reads its clip tokens PCA-whitened, the 64 largest components (run_vgd "
+                  "--video_whitening_components; fitted on the training videos, saved in the model's weights; 0: the "
+                  "standardised features as they are). The object, a few pixels of the frame, is then learned (0.50 "
+                  "against 0.29); masked visual modelling still reconstructs the standardised features, which keeps "
+                  "the order of the actions (docs/video.md)."},
+    )
     learning_rate: float = field(default=1.5e-3, metadata={"help": "Peak learning rate (1.5e-3: half the feature demo's, which learned the order of the actions in more seeds here, docs/video.md)."})
     num_processes: int = field(
         default=1,
@@ -133,6 +141,8 @@ class VideoDemoArguments:
             raise ValueError(f"--num_processes must be at least 1, got {self.num_processes}")
         if self.video_frame_init_std < 0:
             raise ValueError(f"--video_frame_init_std must be >= 0 (0: GPT-2's initializer_range), got {self.video_frame_init_std}")
+        if self.video_whitening_components < 0:
+            raise ValueError(f"--video_whitening_components must be >= 0 (0: no whitening), got {self.video_whitening_components}")
         if self.height % 2 or self.width % 2:
             raise ValueError(f"H.264 needs an even frame size, got {self.width}x{self.height}")
         if self.cache_dir is None:
@@ -227,6 +237,8 @@ def training_arguments(args: VideoDemoArguments, where: dict[str, str], model_pa
     )
     if args.video_frame_init_std > 0:
         settings["video_frame_init_std"] = args.video_frame_init_std
+    if args.video_whitening_components > 0:
+        settings["video_whitening_components"] = args.video_whitening_components
     argv = ["--model_name_or_path", model_path, "--data_dir", where["data_dir"], "--feature_dir", where["feature_dir"],
             "--feature_streams", where["stream"], "--video_pooling", args.video_pooling,
             "--synthetic_answer_accuracy", "true", "--overwrite_output_dir", "true"]

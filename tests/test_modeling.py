@@ -391,3 +391,79 @@ def test_video_frame_init_std_sets_the_initial_temporal_encoding_only(tmp_path):
     for bad in (0, -0.1, True):
         with pytest.raises(ValueError, match="video_frame_init_std"):
             tiny_config(video_frame_init_std=bad)
+
+
+def test_video_whitening_projects_whitened_features_keeps_the_mvm_target_and_is_saved(tmp_path):
+    """`video_whitening_components` K: the projection reads K whitened components (`(x - mean) @ matrix`), the MVM
+    head still predicts the D features as given; an unfitted whitening is refused before it projects zeros; the
+    fitted buffers travel with the weights."""
+    from vgd_training.video_whitening import fit_video_whitening
+
+    torch.manual_seed(0)
+    model = VGDGPT2ForDialogue(tiny_config(video_whitening_components=3)).eval()
+    assert model.video_projection.in_features == 3 and model.mvm_head.out_features == DIM
+    batch = collate(EXAMPLES, with_labels=True)
+    with pytest.raises(ValueError, match="video whitening was never fitted"):
+        model(**batch)
+    rows = torch.randn(200, DIM, generator=torch.Generator().manual_seed(4)) @ torch.randn(DIM, DIM, generator=torch.Generator().manual_seed(5))
+    mean, matrix = fit_video_whitening([rows.numpy()], 3)
+    with pytest.raises(ValueError, match=r"matrix must have shape \(8, 3\)"):
+        model.set_video_whitening(torch.from_numpy(mean), torch.zeros(DIM, 4))
+    model.set_video_whitening(torch.from_numpy(mean), torch.from_numpy(matrix))
+
+    video = batch["video_features"]
+    whitened = (video - torch.from_numpy(mean)) @ torch.from_numpy(matrix)
+    expected = torch.relu(model.video_projection(whitened)) + model.video_frame_embeddings.weight[: video.shape[1]][None, :, None] + model.modality_embeddings.weight[MODALITY_VIS]
+    torch.testing.assert_close(model.embed_video(video), expected)
+    # a masked region is zero after the whitening (the projection sees its bias only)
+    mvm_mask = torch.zeros_like(batch["video_mask"])
+    mvm_mask[0, 1, 0] = True
+    embedded = model.embed_video(video, mvm_mask)
+    torch.testing.assert_close(embedded[0, 1, 0], torch.relu(model.video_projection.bias) + model.video_frame_embeddings.weight[1] + model.modality_embeddings.weight[MODALITY_VIS])
+    # masked visual modelling: the L1 distance to the D features as given, not to the whitened ones
+    output = model(**batch, mvm_mask=mvm_mask)
+    position = (batch["input_ids"][0] == VIDEO).nonzero()[2]  # frame 1, region 0 of a 2-region video
+    with torch.no_grad():
+        hidden_masked = model(**batch, mvm_mask=mvm_mask, output_hidden_states=True).hidden_states[-1]
+    target = video[0, 1, 0]
+    assert output.mvm_loss.item() == pytest.approx((model.mvm_head(hidden_masked[0, position]) - target).abs().mean().item(), rel=1e-5)
+
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["video_whitening_components"] == 3
+    reloaded = VGDGPT2ForDialogue.from_pretrained(tmp_path).eval()
+    assert torch.equal(reloaded.video_whitening_matrix, model.video_whitening_matrix)
+    assert torch.equal(reloaded.video_whitening_mean, model.video_whitening_mean)
+    torch.testing.assert_close(reloaded(**batch).logits, model(**batch).logits)
+    for bad in (0, DIM + 1, True, 2.0):
+        with pytest.raises(ValueError, match="video_whitening_components"):
+            tiny_config(video_whitening_components=bad)
+    with pytest.raises(ValueError, match="reads the video features as they are"):
+        VGDGPT2ForDialogue(tiny_config()).set_video_whitening(torch.from_numpy(mean), torch.from_numpy(matrix))
+
+
+def test_fit_video_whitening_gives_unit_variance_on_the_largest_components_in_any_chunking():
+    import numpy as np
+
+    from vgd_training.video_whitening import fit_video_whitening
+
+    rng = np.random.default_rng(0)
+    scales = np.array([10.0, 5.0, 2.0, 1.0, 0.5, 0.1])
+    rows = rng.normal(size=(4000, 6)) * scales @ np.linalg.qr(rng.normal(size=(6, 6)))[0] + 7.0
+    mean, matrix = fit_video_whitening([rows[:1000].reshape(100, 10, 6), rows[1000:]], 3)
+    assert mean.shape == (6,) and matrix.shape == (6, 3) and matrix.dtype == np.float32
+    whitened = (rows - mean) @ matrix
+    # unit variance, less the floor (1 % of the mean eigenvalue added before the division): lambda / (lambda + floor)
+    eigenvalues = np.linalg.eigvalsh(np.cov(rows, rowvar=False))[::-1]
+    expected = eigenvalues[:3] / (eigenvalues[:3] + 0.01 * eigenvalues.mean())
+    np.testing.assert_allclose(np.cov(whitened, rowvar=False), np.diag(expected), atol=1e-3)
+    # the largest first: the first component is the direction of the largest variance
+    top = np.linalg.eigh(np.cov(rows, rowvar=False))[1][:, -1]
+    assert abs(np.dot(matrix[:, 0] / np.linalg.norm(matrix[:, 0]), top)) > 0.999
+    mean_whole, matrix_whole = fit_video_whitening([rows], 3)
+    np.testing.assert_allclose(matrix, matrix_whole, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="between 1 and the feature dim 6"):
+        fit_video_whitening([rows], 7)
+    with pytest.raises(ValueError, match="do not vary"):
+        fit_video_whitening([np.ones((10, 6))], 2)
+    with pytest.raises(ValueError, match="feature dim 5, the first had 6"):
+        fit_video_whitening([rows, rows[:, :5]], 2)

@@ -260,3 +260,35 @@ def test_a_non_finite_forward_with_finite_weights_is_skipped_and_reported_not_fa
     assert len(calls) == 5 and (tmp_path / "model.safetensors").exists()
     assert "Optimizer step 3: the gradient is not finite" in caplog.text
     assert "loss was not finite at some step between 3 and 3, but the weights are finite" in caplog.text
+
+
+def test_video_whitening_is_fitted_on_the_training_videos_and_saved(tmp_path):
+    """`--video_whitening_components K`: a new model's whitening is fitted before step 1 on the training videos as the
+    model reads them, and saved with the weights; 0 is refused."""
+    import numpy as np
+    from safetensors.torch import load_file
+
+    from avsd_dataset.splits import load_splits
+    from processing_vgd import VGDProcessor
+    from vgd_training.video_whitening import fit_video_whitening
+
+    output_dir = tmp_path / "run"
+    run_vgd.main(TINY + ["--max_steps", "1", "--do_eval", "false", "--do_predict", "false", "--video_whitening_components", "4",
+                         "--output_dir", str(output_dir)])
+    assert json.loads((output_dir / "config.json").read_text())["video_whitening_components"] == 4
+    weights = load_file(str(output_dir / "model.safetensors"))
+    assert weights["video_projection.weight"].shape[1] == 4 and weights["video_whitening_matrix"].shape[1] == 4
+    # the same fit, redone from the training split's features pooled by the saved processor
+    data_args = run_vgd.DataArguments()
+    data_dir = glob.glob(os.path.join(avsd_demo.demo_cache_dir(data_args, str(output_dir)), "data-*"))[0]
+    processor = VGDProcessor.from_pretrained(output_dir)
+    data_args = run_vgd.DataArguments(data_dir=data_dir, feature_dir=os.path.join(data_dir, "features"),
+                                      feature_streams=",".join(processor.feature_extractor.stream_order))
+    splits, _ = load_splits(data_args)
+    store = run_vgd.feature_stores(data_args, splits, ["train"])["train"]
+    ids = list(dict.fromkeys(splits["train"]["image_id"]))
+    mean, matrix = fit_video_whitening((processor.feature_extractor.process_video(store[i]) for i in ids), 4)
+    np.testing.assert_allclose(weights["video_whitening_matrix"].numpy(), matrix, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(weights["video_whitening_mean"].numpy(), mean, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="--video_whitening_components must be at least 1"):
+        run_vgd.main(TINY + ["--video_whitening_components", "0", "--output_dir", str(tmp_path / "bad")])

@@ -55,8 +55,11 @@ def test_the_command_runs_every_stage_and_reports_the_table(demo_run):
     assert trained_with[trained_with.index("--train_sampling_strategy") + 1] == "random"
     # the temporal encoding starts large enough to tell the clips apart in time, and the model records it
     assert trained_with[trained_with.index("--video_frame_init_std") + 1] == "0.5"
+    # the model reads the clip tokens whitened (64 components, fitted on the training videos, saved in its weights)
+    assert trained_with[trained_with.index("--video_whitening_components") + 1] == "64"
     with open(root / "model" / "config.json") as f:
-        assert json.load(f)["video_frame_init_std"] == 0.5
+        config = json.load(f)
+    assert config["video_frame_init_std"] == 0.5 and config["video_whitening_components"] == 64
     # trained by two data-parallel processes (accelerate launch): both took part, and the decoding too
     with open(root / "model" / "video_demo.json") as f:
         assert json.load(f)["num_processes"] == 2
