@@ -285,6 +285,12 @@ def load_processor_and_model(model_args: ModelArguments, video_feature_dim: int,
             raise ValueError(f"{path} expects video features of dim {model.config.video_feature_dim}, the data has {video_feature_dim}")
     else:
         logger.info("Starting VGD-GPT2 from the plain GPT-2 checkpoint %s", path)
+        whitening = model_args.video_whitening_components
+        if whitening is not None and whitening > video_feature_dim:
+            raise ValueError(
+                f"--video_whitening_components {whitening} keeps more components than the video features have channels "
+                f"({video_feature_dim}, --feature_streams {data_args.feature_streams}): give at most {video_feature_dim}"
+            )
         video_backbone = recorded_video_backbone(data_args)
         if video_backbone is not None:
             logger.info("The features come from the video backbone %s: the model records it and answers from video files", video_backbone["name"])

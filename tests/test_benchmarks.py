@@ -129,8 +129,9 @@ def test_training_sweep_packs_features_and_reports_finished_and_stopped_runs(tmp
     assert (np.abs(restored[:, 0] - pooled) <= np.load(packed)["scale"] / 2 + 1e-6).all()
 
     runs = tmp_path / "runs.json"
-    runs.write_text(json.dumps([{"name": "short", "seed": 0, "epochs": 1, "model": "1x32x2"},
-                                {"name": "long", "seed": 1, "epochs": 1, "model": "1x32x2", "args": ["--max_steps", "100000"]}]))
+    whitening = ["--video_whitening_components", "8"]  # the demo's 64 is more than these features' 16 channels
+    runs.write_text(json.dumps([{"name": "short", "seed": 0, "epochs": 1, "model": "1x32x2", "args": whitening},
+                                {"name": "long", "seed": 1, "epochs": 1, "model": "1x32x2", "args": whitening + ["--max_steps", "100000"]}]))
     table = sweep_video_training.main([data_dir, packed, str(tmp_path / "work"), str(runs), "--device", "cpu",
                                        "--max_steps", "2", "--deadline", "75", "--results", str(tmp_path / "table.json")])
     assert set(table) == {"short", "long"}

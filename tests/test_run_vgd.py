@@ -292,3 +292,6 @@ def test_video_whitening_is_fitted_on_the_training_videos_and_saved(tmp_path):
     np.testing.assert_allclose(weights["video_whitening_mean"].numpy(), mean, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="--video_whitening_components must be at least 1"):
         run_vgd.main(TINY + ["--video_whitening_components", "0", "--output_dir", str(tmp_path / "bad")])
+    with pytest.raises(ValueError, match=r"--video_whitening_components 999 keeps more components than the video features have channels"):
+        run_vgd.main(TINY + ["--video_whitening_components", "999", "--output_dir", str(tmp_path / "too-many")])
+    assert not (tmp_path / "too-many" / "model.safetensors").exists()
