@@ -33,7 +33,7 @@ def demo_run(tmp_path_factory):
     return root, argv, first
 
 
-def test_the_command_runs_every_stage_and_reports_the_table(demo_run):
+def test_the_command_runs_every_stage_and_reports_the_table(demo_run, tmp_path_factory):
     root, _, result = demo_run
     assert [stage["stage"] for stage in result["stages"]] == [
         "1 data", "2 render .mp4", "3 extract train+valid", "4 extract test", "4b standardise features", "5 tokenizer + GPT-2", "6 train + decode", "7 answer from a .mp4"]
@@ -55,11 +55,17 @@ def test_the_command_runs_every_stage_and_reports_the_table(demo_run):
     assert trained_with[trained_with.index("--train_sampling_strategy") + 1] == "random"
     # the temporal encoding starts large enough to tell the clips apart in time, and the model records it
     assert trained_with[trained_with.index("--video_frame_init_std") + 1] == "0.5"
-    # the model reads the clip tokens whitened (64 components, fitted on the training videos, saved in its weights)
-    assert trained_with[trained_with.index("--video_whitening_components") + 1] == "64"
+    # the clip tokens as they are by default; --video_whitening_components K reaches run_vgd.py
+    assert "--video_whitening_components" not in trained_with
     with open(root / "model" / "config.json") as f:
         config = json.load(f)
-    assert config["video_frame_init_std"] == 0.5 and config["video_whitening_components"] == 64
+    assert config["video_frame_init_std"] == 0.5 and config["video_whitening_components"] is None
+    from avsd_dataset import video_demo
+
+    whitened = video_demo.training_arguments(
+        video_demo.VideoDemoArguments(output_dir=str(tmp_path_factory.mktemp("whitened")), video_whitening_components=64),
+        {"data_dir": "data", "feature_dir": "features", "stream": "r3d_18"}, "gpt2")
+    assert whitened[whitened.index("--video_whitening_components") + 1] == "64"
     # trained by two data-parallel processes (accelerate launch): both took part, and the decoding too
     with open(root / "model" / "video_demo.json") as f:
         assert json.load(f)["num_processes"] == 2
