@@ -38,6 +38,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from diag_pooled_video_features import fit_whitening  # noqa: E402
+from vgd_training.video_whitening import fit_video_whitening  # noqa: E402
 
 STREAM = "r3d_18"
 HALF = 256
@@ -45,9 +46,7 @@ HALF = 256
 
 def whitening(rows: np.ndarray, top: int | None = None):
     """`x -> (x - mean) @ matrix`, the PCA whitening of `rows` (only the `top` largest components when given)."""
-    mean, matrix = fit_whitening(rows)
-    if top is not None:
-        matrix = matrix[:, ::-1][:, :top]  # fit_whitening keeps numpy.linalg.eigh's ascending order: the largest first
+    mean, matrix = fit_whitening(rows) if top is None else fit_video_whitening([rows], top)
     return lambda x: (x - mean) @ matrix
 
 

@@ -23,6 +23,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from vgd_training.video_whitening import fit_video_whitening  # noqa: E402
+
 STREAM = "r3d_18"
 
 
@@ -38,11 +40,10 @@ def clip_tokens(features: np.ndarray, transform: str, contrast_gain: float) -> l
 
 
 def fit_whitening(rows: np.ndarray, floor: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
-    mean = rows.mean(axis=0)
-    eigenvalues, vectors = np.linalg.eigh(np.cov(rows - mean, rowvar=False))
-    eigenvalues = np.clip(eigenvalues, 0.0, None)
-    scale = eigenvalues.mean()
-    return mean, vectors / np.sqrt(eigenvalues / scale + floor) / np.sqrt(scale)
+    """The model's whitening (`fit_video_whitening`) with every component kept, the smallest first (the column order
+    these diagnostics were run with)."""
+    mean, matrix = fit_video_whitening([rows], rows.shape[1], floor)
+    return mean, matrix[:, ::-1]
 
 
 def main(argv=None):
