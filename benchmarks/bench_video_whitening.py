@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -26,18 +25,12 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from avsd_dataset.collator import DataCollatorForVGD  # noqa: E402
+from bench_extraction import _cpu_name as cpu_model  # noqa: E402
 from modeling_vgd_gpt2 import VGDGPT2ForDialogue  # noqa: E402
 from processing_vgd import VGDProcessor  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def feature_folder(data_dir: str, stream: str) -> str:
