@@ -8,7 +8,7 @@ DATA_DIR and FEATURE_DIR are a `python -m avsd_dataset.video_demo` run's data fo
 (`r3d_18/`, `r3d_18_testset/`, `[F, P, 512]`: the frames' 256 channels, then their differences' 256). Every clip's
 regions are averaged to one token (what `--video_pooling temporal` reads); PCA whitening is fitted on the 1,500
 training dialogues' tokens (`diag_pooled_video_features.fit_whitening`: eigenvalues floored at 1 % of their mean,
-optionally only the top-k components kept). Variants (`OUT_ROOT/<name>/r3d_18{,_testset}/<id>.npy`, `[F, 1, D']`):
+optionally only the top-k components kept). Variants (`OUT_ROOT/<name>/r3d_18{,_testset}/<id>.npy`, `[F, 1, D']`, or another layout):
 
 | name | token |
 |---|---|
@@ -21,6 +21,7 @@ optionally only the top-k components kept). Variants (`OUT_ROOT/<name>/r3d_18{,_
 | frames_white64_differences_half | frames_white64 with the differences' half at 0.5 |
 | differences_half | the differences' half at 0.5 (nothing whitened) |
 | differences_quarter | the differences' half at 0.25 |
+| clips_and_regions | not a transform of the clip token: the F clip tokens as they are, then P region tokens (each region averaged over the clips), `[F + P, 1, D]` |
 
 These folders have no `backbone.json`: a diagnostic of what the training makes of each balance, not a model that
 answers from `.mp4` files. Results: docs/video.md.
@@ -67,6 +68,10 @@ def variants(train_rows: np.ndarray) -> dict:
     }
 
 
+# Token layouts other than one token per clip: `[F, P, D]` grid -> token rows.
+LAYOUTS = {"clips_and_regions": lambda grid: np.concatenate([grid.mean(axis=1), grid.mean(axis=0)])}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data_dir")
@@ -81,13 +86,19 @@ def main(argv=None):
     if train_rows.shape[1] != 2 * HALF:
         raise ValueError(f"{args.feature_dir} holds {train_rows.shape[1]} channels; the video demo's r3d_18 layer3 with frame differences has {2 * HALF}")
     transforms = variants(train_rows)
-    for name in args.variants or list(transforms):
+    unknown = sorted(set(args.variants or ()) - set(transforms) - set(LAYOUTS))
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; choose from {sorted(transforms) + sorted(LAYOUTS)}")
+    for name in args.variants or list(transforms) + list(LAYOUTS):
         for split in (STREAM, f"{STREAM}_testset"):
             out = os.path.join(args.out_root, name, split)
             os.makedirs(out, exist_ok=True)
             for file in sorted(os.listdir(os.path.join(args.feature_dir, split))):
                 if file.endswith(".npy"):
-                    token = transforms[name](tokens(split, file).astype(np.float64))
+                    if name in LAYOUTS:
+                        token = LAYOUTS[name](np.load(os.path.join(args.feature_dir, split, file)).astype(np.float64))
+                    else:
+                        token = transforms[name](tokens(split, file).astype(np.float64))
                     np.save(os.path.join(out, file), token.astype(np.float32)[:, None, :])
         print(name, "->", os.path.join(args.out_root, name), flush=True)
 

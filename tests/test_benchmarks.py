@@ -175,3 +175,31 @@ def test_answer_ceiling_reads_the_facts_from_informative_tokens_and_not_from_noi
                 np.save(path, rng.standard_normal(np.load(path).shape).astype(np.float32))
     noise = probe_answer_ceiling.main([data_dir, feature_dir, "--epochs", "30"])
     assert noise["linear"]["all"] < 0.35 and noise["projection"]["all"] < 0.35
+
+
+def test_feature_transforms_write_clip_tokens_and_the_clips_and_regions_layout(tmp_path):
+    """benchmarks/diag_feature_transforms.py: a transform writes one token per clip; `clips_and_regions` writes the
+    clip tokens, then one token per region averaged over the clips; an unknown variant is refused by name."""
+    import numpy as np
+
+    from avsd_dataset.synthetic import generate_synthetic_avsd
+
+    import diag_feature_transforms
+
+    data_dir = str(tmp_path / "data")
+    generate_synthetic_avsd(data_dir, num_train_dialogs=40, num_valid_dialogs=2, num_test_dialogs=4, video_stream="r3d_18",
+                            num_frames=6, num_regions=4, feature_dim=512, noise=0.3, seed=0)
+    feature_dir, out_root = os.path.join(data_dir, "features"), str(tmp_path / "out")
+    diag_feature_transforms.main([data_dir, feature_dir, out_root, "--variants", "differences_half", "clips_and_regions"])
+    name = sorted(n for n in os.listdir(os.path.join(feature_dir, "r3d_18_testset")) if n.endswith(".npy"))[0]
+    grid = np.load(os.path.join(feature_dir, "r3d_18_testset", name))  # [6, 4, 512]
+    halved = np.load(os.path.join(out_root, "differences_half", "r3d_18_testset", name))
+    layout = np.load(os.path.join(out_root, "clips_and_regions", "r3d_18_testset", name))
+    clip_tokens = grid.mean(axis=1)
+    assert halved.shape == (6, 1, 512) and layout.shape == (6 + 4, 1, 512)
+    np.testing.assert_allclose(halved[:, 0, :256], clip_tokens[:, :256], atol=1e-5)
+    np.testing.assert_allclose(halved[:, 0, 256:], 0.5 * clip_tokens[:, 256:], atol=1e-5)
+    np.testing.assert_allclose(layout[:6, 0], clip_tokens, atol=1e-5)
+    np.testing.assert_allclose(layout[6:, 0], grid.mean(axis=0), atol=1e-5)
+    with pytest.raises(ValueError, match="unknown variants \\['nope'\\]"):
+        diag_feature_transforms.main([data_dir, feature_dir, out_root, "--variants", "nope"])
