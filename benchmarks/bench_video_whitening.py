@@ -33,12 +33,18 @@ from modeling_vgd_gpt2 import VGDGPT2ForDialogue  # noqa: E402
 from processing_vgd import VGDProcessor  # noqa: E402
 
 
-def feature_folder(data_dir: str, stream: str) -> str:
-    """`DATA_DIR/features` or, for the video demo, the `video_features-<hash>` folder holding `stream/`."""
-    for name in ["features"] + sorted(d for d in os.listdir(data_dir) if d.startswith("video_features-")):
-        if os.path.isdir(os.path.join(data_dir, name, stream)):
-            return os.path.join(data_dir, name)
-    raise SystemExit(f"{data_dir}: no features/{stream} or video_features-*/{stream} folder")
+def feature_folder(model_dir: str, data_dir: str, stream: str) -> str:
+    """The features MODEL was trained on: those its `video_demo_result.json` records (the video demo's standardised
+    `video_features-<hash>` folder, not the raw one beside it), else `DATA_DIR/features`."""
+    record = os.path.join(model_dir, "video_demo_result.json")
+    if os.path.exists(record):
+        with open(record, encoding="utf-8") as f:
+            folder = json.load(f)["paths"]["feature_dir"]
+    else:
+        folder = os.path.join(data_dir, "features")
+    if not os.path.isdir(os.path.join(folder, stream)):
+        raise SystemExit(f"{folder}: no {stream}/ folder of features (from {record if os.path.exists(record) else 'DATA_DIR'})")
+    return folder
 
 
 def training_batches(processor: VGDProcessor, data_dir: str, feature_dir: str, stream: str, batch_size: int, count: int) -> list[dict]:
@@ -77,7 +83,7 @@ def main(argv=None):
     config = type(whitened.config).from_dict({**whitened.config.to_dict(), "video_whitening_components": None})
     plain = VGDGPT2ForDialogue(config)
     stream = processor.feature_extractor.stream_order[0]
-    batches = training_batches(processor, args.data_dir, feature_folder(args.data_dir, stream), stream, args.batch_size, 4)
+    batches = training_batches(processor, args.data_dir, feature_folder(args.model, args.data_dir, stream), stream, args.batch_size, 4)
 
     models = {"without whitening": plain, f"whitening {whitened.config.video_whitening_components}": whitened}
     optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-4) for name, model in models.items()}
