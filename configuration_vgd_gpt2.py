@@ -24,7 +24,26 @@ SPECIAL_TOKENS = {
 SPECIAL_TOKEN_ID_FIELDS = tuple(f"{name}_id" for name in SPECIAL_TOKENS)
 NUM_MODALITIES = 4
 
-VIDEO_POOLING_MODES = ("spatiotemporal", "spatial", "temporal")
+VIDEO_POOLING_MODES = ("spatiotemporal", "spatial", "temporal", "spatial_and_temporal")
+
+
+def check_num_video_regions(video_pooling: str, num_video_regions, max_video_frames: int, owner: str) -> None:
+    """Raise a ValueError unless `num_video_regions` fits `video_pooling`: a positive int below `max_video_frames`
+    for `"spatial_and_temporal"` (its P region tokens take the first rows of the temporal encoding and leave at
+    least one for a clip), `None` otherwise."""
+    if video_pooling == "spatial_and_temporal":
+        if isinstance(num_video_regions, bool) or not isinstance(num_video_regions, int) or num_video_regions < 1:
+            raise ValueError(
+                f"{owner}: video_pooling='spatial_and_temporal' needs num_video_regions, the regions per frame of the "
+                f"features (P, e.g. 16 for a 4 x 4 feature map), got {num_video_regions!r}"
+            )
+        if num_video_regions >= max_video_frames:
+            raise ValueError(
+                f"{owner}: video_pooling='spatial_and_temporal' puts the {num_video_regions} region tokens in the first "
+                f"rows of the temporal encoding, so max_video_frames ({max_video_frames}) must exceed num_video_regions"
+            )
+    elif num_video_regions is not None:
+        raise ValueError(f"{owner}: num_video_regions is for video_pooling='spatial_and_temporal' only, got it with {video_pooling!r}")
 
 
 class VGDGPT2Config(GPT2Config):
@@ -45,8 +64,15 @@ class VGDGPT2Config(GPT2Config):
             in the sequence.
         video_pooling (`str`, defaults to `"spatiotemporal"`):
             `"spatiotemporal"` keeps all F x P regions; `"spatial"` average-pools over time (one pooled
-            frame of P regions); `"temporal"` average-pools over space (F frames of one region). The
-            processor pools; the model checks the shapes it receives.
+            frame of P regions); `"temporal"` average-pools over space (F frames of one region);
+            `"spatial_and_temporal"` gives both kinds of token, the P region tokens (averaged over time) then the F
+            clip tokens (averaged over space), as `P + F` rows of one region each (rows 0..P-1 of the temporal
+            encoding are the regions', whatever the number of clips; needs `num_video_regions`). The processor
+            pools; the model checks the shapes it receives.
+        num_video_regions (`int`, *optional*):
+            P, the regions per frame of the features, for `video_pooling="spatial_and_temporal"` (required there, as
+            the first P video tokens are the regions'; the processor refuses features with another number of
+            regions). `None` for the other modes.
         use_mlm / use_mvm / use_mvt (`bool`, default `True`):
             Which auxiliary objectives the training collator should produce labels for (the model
             computes whichever labels it is given).
@@ -83,6 +109,7 @@ class VGDGPT2Config(GPT2Config):
         max_video_regions: int = 64,
         max_turns: int = 16,
         video_pooling: str = "spatiotemporal",
+        num_video_regions: int | None = None,
         use_mlm: bool = True,
         use_mvm: bool = True,
         use_mvt: bool = True,
@@ -118,11 +145,13 @@ class VGDGPT2Config(GPT2Config):
             )
         if video_pooling not in VIDEO_POOLING_MODES:
             raise ValueError(f"video_pooling must be one of {VIDEO_POOLING_MODES}, got {video_pooling!r}")
+        check_num_video_regions(video_pooling, num_video_regions, max_video_frames, "VGDGPT2Config")
         self.video_feature_dim = video_feature_dim
         self.max_video_frames = max_video_frames
         self.max_video_regions = max_video_regions
         self.max_turns = max_turns
         self.video_pooling = video_pooling
+        self.num_video_regions = num_video_regions
         self.video_frame_init_std = video_frame_init_std
         self.video_whitening_components = video_whitening_components
         self.use_mlm = use_mlm

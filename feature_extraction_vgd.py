@@ -17,9 +17,9 @@ from transformers.feature_extraction_utils import BatchFeature, FeatureExtractio
 
 
 try:  # package layout (Hub / `trust_remote_code`): the configuration file sits next to this one
-    from .configuration_vgd_gpt2 import VIDEO_POOLING_MODES
+    from .configuration_vgd_gpt2 import VIDEO_POOLING_MODES, check_num_video_regions
 except ImportError:  # top-level module layout (the repository root on sys.path)
-    from configuration_vgd_gpt2 import VIDEO_POOLING_MODES
+    from configuration_vgd_gpt2 import VIDEO_POOLING_MODES, check_num_video_regions
 
 
 # The AVSD feature streams in their customary concatenation order (I3D rgb, I3D flow, VGGish audio).
@@ -101,6 +101,9 @@ class VGDVideoFeatureExtractor(FeatureExtractionMixin):
     - `"spatial"`: average over time, `[1, P, D]` (each stream is averaged over all its own frames; frame capping
       does not apply since the result has one frame).
     - `"temporal"`: average over regions, `[F, 1, D]`.
+    - `"spatial_and_temporal"`: both, `[P + F, 1, D]`: the P region tokens of `"spatial"` (each region averaged over
+      the frames kept), then the F clip tokens of `"temporal"`; the features must have `num_video_regions` regions,
+      and at most `max_video_frames - P` frames are kept, so that the `P + F` rows fit the temporal encoding.
 
     Frame capping: a video longer than `max_video_frames` keeps `max_video_frames` frames sampled uniformly over
     its whole length (see [`uniform_frame_indices`]), never by cutting the end.
@@ -115,7 +118,9 @@ class VGDVideoFeatureExtractor(FeatureExtractionMixin):
         max_video_frames (`int`, defaults to 256):
             The most frames kept per video (must not exceed the model's `max_video_frames`).
         video_pooling (`str`, defaults to `"spatiotemporal"`):
-            One of `"spatiotemporal"`, `"spatial"`, `"temporal"`.
+            One of `"spatiotemporal"`, `"spatial"`, `"temporal"`, `"spatial_and_temporal"`.
+        num_video_regions (`int`, *optional*):
+            P, the regions per frame every video must have, for `"spatial_and_temporal"` only (required there).
         stream_order (`list[str]`, *optional*):
             The names and order of the streams of dict inputs, e.g. `["i3d_rgb", "i3d_flow", "vggish"]`. `None`
             accepts any streams and concatenates them in sorted name order (no missing-stream check: set it for
@@ -130,6 +135,7 @@ class VGDVideoFeatureExtractor(FeatureExtractionMixin):
         max_video_frames: int = 256,
         video_pooling: str = "spatiotemporal",
         stream_order: Sequence[str] | None = None,
+        num_video_regions: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -139,6 +145,7 @@ class VGDVideoFeatureExtractor(FeatureExtractionMixin):
             raise ValueError(f"video_feature_dim must be a positive integer, got {video_feature_dim!r}")
         if int(max_video_frames) < 1:
             raise ValueError(f"max_video_frames must be a positive integer, got {max_video_frames!r}")
+        check_num_video_regions(video_pooling, num_video_regions, int(max_video_frames), "VGDVideoFeatureExtractor")
         if stream_order is not None:
             if isinstance(stream_order, str) or len(stream_order) == 0:
                 raise ValueError(f"stream_order must be a non-empty list of stream names, got {stream_order!r}")
@@ -148,6 +155,7 @@ class VGDVideoFeatureExtractor(FeatureExtractionMixin):
         self.video_feature_dim = int(video_feature_dim)
         self.max_video_frames = int(max_video_frames)
         self.video_pooling = video_pooling
+        self.num_video_regions = num_video_regions
         self.stream_order = stream_order
 
     # ------------------------------------------------------------------ one video
@@ -156,10 +164,13 @@ class VGDVideoFeatureExtractor(FeatureExtractionMixin):
     def pooled_video_shape(self, num_frames: int, num_regions: int) -> tuple[int, int]:
         """`(frames, regions)` of the video tokens for a video of `num_frames` x `num_regions` feature maps after this
         extractor's frame cap and pooling: the one rule behind every count of video tokens (processor, length-grouped
-        batching, chat)."""
+        batching, chat). `"spatial_and_temporal"` gives `(P + F, 1)`: P region tokens, then F clip tokens."""
+        if self.video_pooling == "spatial_and_temporal":
+            return self.num_video_regions + min(int(num_frames), self.max_video_frames - self.num_video_regions), 1
         frames = 1 if self.video_pooling == "spatial" else min(int(num_frames), self.max_video_frames)
         regions = 1 if self.video_pooling == "temporal" else int(num_regions)
         return frames, regions
+
     def process_video(self, video: Any, index: int | None = None) -> np.ndarray:
         """Validate, align, pool and cap the features of one video.
 
@@ -201,7 +212,9 @@ class VGDVideoFeatureExtractor(FeatureExtractionMixin):
                     f"the same number of regions as the others or none"
                 )
 
-        if self.video_pooling == "spatial":
+        if self.video_pooling == "spatial_and_temporal":
+            out = self._regions_then_clips(streams, regions, total_dim, where)
+        elif self.video_pooling == "spatial":
             out = np.empty((1, regions, total_dim), dtype=np.float32)
             offset = 0
             for _, array in streams:
@@ -233,6 +246,28 @@ class VGDVideoFeatureExtractor(FeatureExtractionMixin):
                     offset += dim
         if not np.isfinite(out).all():
             self._raise_non_finite(out, streams, where)
+        return out
+
+    def _regions_then_clips(self, streams, regions: int, total_dim: int, where: str) -> np.ndarray:
+        """`[P + F, 1, D]` for `"spatial_and_temporal"`: each region averaged over the F frames kept, then each of those
+        frames averaged over the regions."""
+        if regions != self.num_video_regions:
+            shapes = ", ".join(f"{name or 'features'}: {tuple(array.shape)}" for name, array in streams)
+            raise ValueError(
+                f"{where}: video features have {regions} regions per frame ({shapes}) but video_pooling="
+                f"'spatial_and_temporal' was set up for num_video_regions={self.num_video_regions} (one token per region "
+                f"comes first): extract every video with the same backbone, layer and crop size"
+            )
+        num_frames = min(min(array.shape[0] for _, array in streams), self.max_video_frames - regions)
+        out = np.empty((regions + num_frames, 1, total_dim), dtype=np.float32)
+        offset = 0
+        for _, array in streams:
+            dim = array.shape[2]
+            if array.shape[0] != num_frames:
+                array = array[uniform_frame_indices(array.shape[0], num_frames)]
+            out[:regions, 0, offset : offset + dim] = array.mean(axis=0, dtype=np.float32)  # a [F, 1, D] stream: every region the same
+            np.mean(array, axis=1, dtype=np.float32, out=out[regions:, 0, offset : offset + dim])
+            offset += dim
         return out
 
     def _ordered_stream_names(self, video: Mapping, where: str) -> list[str]:

@@ -366,6 +366,7 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
                 "video_feature_dim": processor.feature_extractor.video_feature_dim,
                 "max_video_frames": processor.feature_extractor.max_video_frames,
                 "video_pooling": processor.feature_extractor.video_pooling,
+                "num_video_regions": getattr(processor.feature_extractor, "num_video_regions", None),
                 "max_turns": processor.max_turns,
                 **processor.special_token_ids(),
             }
@@ -440,8 +441,16 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
             raise ValueError(f"video_features have {regions} regions per frame but max_video_regions={config.max_video_regions}")
         if config.video_pooling == "spatial" and frames > 1:
             raise ValueError(f"video_pooling='spatial' expects one time-pooled frame per video, got {frames} frames")
-        if config.video_pooling == "temporal" and regions > 1:
-            raise ValueError(f"video_pooling='temporal' expects one space-pooled region per frame, got {regions} regions")
+        if config.video_pooling in ("temporal", "spatial_and_temporal") and regions > 1:
+            raise ValueError(
+                f"video_pooling={config.video_pooling!r} expects one token per row (video_features [batch, rows, 1, dim]), "
+                f"got {regions} regions per row: pool the features with the model's processor"
+            )
+        if config.video_pooling == "spatial_and_temporal" and frames <= config.num_video_regions:
+            raise ValueError(
+                f"video_pooling='spatial_and_temporal' expects the {config.num_video_regions} region tokens then at least "
+                f"one clip token per video, got {frames} rows: pool the features with the model's processor"
+            )
 
     def _check_inputs(self, input_ids, attention_mask, position_ids, video_features, video_mask, mvt_labels, decoding: bool) -> bool:
         """Raise a ValueError naming the sizes for every input problem a tensor op would otherwise hit.
@@ -665,7 +674,9 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
             clips_per_call (`int`): clips per backbone call (bounds the memory of long videos).
         Returns:
             `(video_features, video_mask)`: `(batch_size, F, P, video_feature_dim)` and `(batch_size, F, P)`, with F the
-            clips (1 for "spatial" pooling) and P the backbone's cells (1 for "temporal" pooling).
+            clips (1 for "spatial" pooling) and P the backbone's cells (1 for "temporal" pooling); for
+            "spatial_and_temporal" `(batch_size, P + clips, 1, video_feature_dim)`: the cells averaged over the real
+            clips, then the clips averaged over the cells.
         """
         if self.video_backbone is None and self.video_backbone_error is not None:
             raise ImportError(
@@ -707,6 +718,18 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
         elif self.config.video_pooling == "temporal":
             features = features.mean(dim=2, keepdim=True)
             video_mask = video_mask[:, :, :1]
+        elif self.config.video_pooling == "spatial_and_temporal":
+            if regions != self.config.num_video_regions:
+                raise ValueError(
+                    f"the video backbone gives {regions} regions per clip but config.num_video_regions is "
+                    f"{self.config.num_video_regions} (the model's region tokens)"
+                )
+            counts = video_clip_mask.sum(dim=1).clamp(min=1).to(features.dtype)
+            region_tokens = features.sum(dim=1) / counts[:, None, None]  # [B, P, D]
+            clip_tokens = features.mean(dim=2)  # [B, clips, D]
+            features = torch.cat([region_tokens, clip_tokens], dim=1)[:, :, None]
+            has_clip = video_clip_mask.any(dim=1, keepdim=True).expand(batch, regions)
+            video_mask = torch.cat([has_clip, video_clip_mask], dim=1)[:, :, None]
         return features, video_mask
 
     # ------------------------------------------------------------------ forward

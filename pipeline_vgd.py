@@ -226,6 +226,8 @@ class VideoGroundedDialoguePipeline(Pipeline):
             method=method,
         )
         mask = video_mask.bool() if video_mask is not None else torch.ones(relevance.shape, dtype=torch.bool)
+        if self.model.config.video_pooling == "spatial_and_temporal":
+            return _regions_then_clips_to_grid(relevance.float(), mask, self.model.config.num_video_regions)
         shapes = torch.stack([mask.any(dim=2).sum(dim=1), mask.any(dim=1).sum(dim=1)], dim=1)
         return relevance.float(), shapes
 
@@ -237,6 +239,21 @@ class VideoGroundedDialoguePipeline(Pipeline):
             relevance = model_outputs["video_relevance"][0]
             result["video_relevance"] = relevance[:frames, :regions].numpy() if frames else None
         return result
+
+
+def _regions_then_clips_to_grid(relevance: torch.Tensor, mask: torch.Tensor, num_regions: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The relevance of `video_pooling="spatial_and_temporal"` tokens (`[B, P + F, 1]`: P region tokens, then F clip
+    tokens) as a `[B, F, P]` map of the clips x regions they stand for: cell `(f, p)` gets `clip[f] / P + region[p] / F`
+    (each token's weight spread evenly over the cells it averages), so the map still sums to 1, its frame profile
+    ranks the clips as the clip tokens do and its region profile the regions as the region tokens do. Returns the
+    map and the `[B, 2]` (real clips, regions) of each example."""
+    region_weights = relevance[:, :num_regions, 0]  # [B, P]
+    clip_weights = relevance[:, num_regions:, 0]  # [B, F]
+    num_clips = mask[:, num_regions:, 0].sum(dim=1).clamp(min=1).to(relevance.dtype)  # [B]
+    grid = clip_weights[:, :, None] / num_regions + (region_weights / num_clips[:, None])[:, None, :]
+    grid = grid * mask[:, num_regions:, :].to(grid.dtype)  # padded clips: zero
+    shapes = torch.stack([mask[:, num_regions:, 0].sum(dim=1), torch.full_like(num_clips, num_regions, dtype=torch.long)], dim=1)
+    return grid, shapes
 
 
 # In-process use with a model object (`pipeline(TASK, model=model, processor=processor)`). A folder or Hub id goes

@@ -371,6 +371,7 @@ class VGDProcessor(ProcessorMixin):
         video_pooling: str = "spatiotemporal",
         stream_order: Sequence[str] | None = None,
         video_backbone: str | dict | None = None,
+        num_video_regions: int | None = None,
         **kwargs,
     ) -> "VGDProcessor":
         """Build a processor from a plain GPT-2 tokenizer (a Hub id such as `"gpt2"` or a local folder).
@@ -378,7 +379,8 @@ class VGDProcessor(ProcessorMixin):
         Loads the tokenizer with `GPT2Tokenizer.from_pretrained`, adds `<video>`, `<cap>`, `<usr>`, `<sys>`,
         `<cls>`, `<mask>`, `<pad>` (in this order, as the next free ids) and sets `pad_token`, `mask_token`,
         `cls_token` (eos / bos stay `<|endoftext|>`), then builds a [`VGDVideoFeatureExtractor`] with the given
-        `video_feature_dim`, `max_video_frames`, `video_pooling` and `stream_order`.
+        `video_feature_dim`, `max_video_frames`, `video_pooling`, `stream_order` and `num_video_regions` (P, for
+        `video_pooling="spatial_and_temporal"`; defaults to the backbone's P with `video_backbone`).
 
         `video_feature_dim` defaults to 2048, or to the backbone's D with `video_backbone`: a name or spec of
         `video_backbone_vgd.resolve_video_backbone` (e.g. `"r3d_18"`, or `resolve_video_backbone("r3d_18",
@@ -412,14 +414,22 @@ class VGDProcessor(ProcessorMixin):
                     f"the video backbone {spec['name']!r}"
                 )
             video_feature_dim = spec["feature_dim"]
-            video_processor = VGDVideoProcessor(
-                **video_processor_settings(spec), max_clips=max_video_frames
-            )
+            max_clips = max_video_frames
+            if video_pooling == "spatial_and_temporal":
+                if num_video_regions is not None and int(num_video_regions) != spec["num_regions"]:
+                    raise ValueError(
+                        f"num_video_regions={num_video_regions} differs from the {spec['num_regions']} regions of the "
+                        f"video backbone {spec['name']!r}"
+                    )
+                num_video_regions = spec["num_regions"]
+                max_clips = max_video_frames - num_video_regions  # the region tokens take the first rows
+            video_processor = VGDVideoProcessor(**video_processor_settings(spec), max_clips=max(1, max_clips))
         feature_extractor = VGDVideoFeatureExtractor(
             video_feature_dim=2048 if video_feature_dim is None else video_feature_dim,
             max_video_frames=max_video_frames,
             video_pooling=video_pooling,
             stream_order=stream_order,
+            num_video_regions=num_video_regions,
         )
         return cls(
             feature_extractor=feature_extractor, tokenizer=tokenizer, video_processor=video_processor, **processor_kwargs

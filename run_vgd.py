@@ -53,6 +53,7 @@ from avsd_dataset.demo import (
 from avsd_dataset.features import parse_feature_streams
 from avsd_dataset.splits import (
     check_test_keys_unique,
+    check_video_regions,
     drop_bad_examples,
     feature_stores,
     load_splits,
@@ -61,6 +62,7 @@ from avsd_dataset.splits import (
     write_result_file,
 )
 from avsd_dataset.turns import DialogueTurnDataset, whole_dialogues
+from configuration_vgd_gpt2 import VIDEO_POOLING_MODES
 from modeling_vgd_gpt2 import VGDGPT2ForDialogue
 from processing_vgd import VGDProcessor
 from vgd_training import TrainingDivergedError, VGDTrainer, VGDTrainingArguments, avsd_caption_metrics
@@ -96,7 +98,11 @@ class ModelArguments:
             "checkpoint (continues it). Default: a small GPT-2 built offline for the embedded demo."
         },
     )
-    video_pooling: str = field(default="spatiotemporal", metadata={"help": "spatiotemporal | spatial | temporal (paper's ablation)."})
+    video_pooling: str = field(
+        default="spatiotemporal",
+        metadata={"help": "spatiotemporal | spatial | temporal (paper's ablation) | spatial_and_temporal (the region tokens "
+                  "averaged over time, then the clip tokens averaged over space: P + F tokens)."},
+    )
     max_video_frames: int = field(default=256, metadata={"help": "Frames kept per video (uniformly sampled when longer)."})
     max_video_regions: int = field(default=64, metadata={"help": "Rows of the spatial-position encoding."})
     use_mlm: bool = field(default=True, metadata={"help": "Masked language modelling objective (--no_use_mlm or --use_mlm false: off)."})
@@ -122,8 +128,8 @@ class ModelArguments:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"--{name} must be between 0 and 1, got {value}")
-        if self.video_pooling not in ("spatiotemporal", "spatial", "temporal"):
-            raise ValueError(f"--video_pooling must be spatiotemporal, spatial or temporal, got {self.video_pooling!r}")
+        if self.video_pooling not in VIDEO_POOLING_MODES:
+            raise ValueError(f"--video_pooling must be one of {', '.join(VIDEO_POOLING_MODES)}, got {self.video_pooling!r}")
         if self.video_frame_init_std is not None and not self.video_frame_init_std > 0:
             raise ValueError(f"--video_frame_init_std must be > 0, got {self.video_frame_init_std}")
         if self.video_whitening_components is not None and self.video_whitening_components < 1:
@@ -270,8 +276,11 @@ def is_vgd_checkpoint(path: str) -> bool:
         return False
 
 
-def load_processor_and_model(model_args: ModelArguments, video_feature_dim: int, stream_order, data_args: DataArguments):
-    """A new VGD-GPT2 from a plain GPT-2 checkpoint, or the processor and model of a VGD-GPT2 checkpoint to continue."""
+def load_processor_and_model(
+    model_args: ModelArguments, video_feature_dim: int, stream_order, data_args: DataArguments, num_video_regions: int | None = None
+):
+    """A new VGD-GPT2 from a plain GPT-2 checkpoint, or the processor and model of a VGD-GPT2 checkpoint to continue.
+    `num_video_regions`: the features' regions per frame (P), which `--video_pooling spatial_and_temporal` records."""
     path = model_args.model_name_or_path
     if is_vgd_checkpoint(path):
         logger.info("Continuing from the VGD-GPT2 checkpoint %s", path)
@@ -300,6 +309,7 @@ def load_processor_and_model(model_args: ModelArguments, video_feature_dim: int,
             video_backbone=video_backbone,
             max_video_frames=model_args.max_video_frames,
             video_pooling=model_args.video_pooling,
+            num_video_regions=num_video_regions if model_args.video_pooling == "spatial_and_temporal" else None,
             stream_order=list(stream_order),
             max_history_turns=data_args.max_history_turns,
         )
@@ -384,13 +394,16 @@ def _main(argv: list[str], progress: dict):
     streams = parse_feature_streams(data_args.feature_streams)
     stream_dims = stores[needed[0]].feature_dims()
     video_feature_dim = sum(stream_dims[stream] for stream in streams)
+    num_video_regions = max((shape[1] for shape in stores[needed[0]].feature_shapes().values() if len(shape) == 3), default=1)
 
     stages.stop("data")
 
     # ------------------------------------------------------------------ model
     set_seed(training_args.seed)  # the new layers' initialisation does not depend on what ran before (e.g. a cache miss)
     with stages.stage("model"):
-        processor, model = load_processor_and_model(model_args, video_feature_dim, streams, data_args)
+        processor, model = load_processor_and_model(model_args, video_feature_dim, streams, data_args, num_video_regions)
+        if processor.feature_extractor.video_pooling == "spatial_and_temporal":
+            check_video_regions(stores, splits, processor.feature_extractor.num_video_regions)
         if model.config.video_whitening_components is not None and not bool(model.video_whitening_matrix.any()):
             # a new model that whitens its video features: fitted on the training videos, as the model will read them
             if "train" not in stores:

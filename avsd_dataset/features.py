@@ -371,7 +371,12 @@ class VideoFeatureStore:
             image_id (`str`, *optional*):
                 The video whose files are read; by default the first file (by name) of each stream folder.
         """
-        dims = {}
+        return {stream: shape[-1] for stream, shape in self.feature_shapes(image_id).items()}
+
+    def feature_shapes(self, image_id: Optional[str] = None) -> dict[str, tuple[int, ...]]:
+        """The array shape (`(frames, dim)` or `(frames, regions, dim)`) of each stream, read from one file header per
+        stream (`image_id`'s, or the first file by name of each stream folder)."""
+        shapes = {}
         for stream in self.streams:
             if image_id is not None:
                 path = self.feature_path(image_id, stream)
@@ -391,8 +396,8 @@ class VideoFeatureStore:
             problem = _shape_problem(shape)
             if problem is not None:
                 raise UnreadableVideoFeatureError(video, stream, path, problem)
-            dims[stream] = shape[-1]
-        return dims
+            shapes[stream] = tuple(shape)
+        return shapes
 
     # ------------------------------------------------------------- validation
 

@@ -138,6 +138,30 @@ def feature_stores(data_args, splits, names: list[str]) -> dict[str, VideoFeatur
     return stores
 
 
+def check_video_regions(stores: dict, splits, num_regions: int) -> None:
+    """For `--video_pooling spatial_and_temporal`, whose first `num_regions` video tokens are the regions': every
+    video of every split has that many regions per frame, from the .npy headers, before step 1. Raises a
+    ValueError naming up to 5 files and their shapes."""
+    from .features import read_npy_header
+
+    wrong = []
+    for name, store in stores.items():
+        for image_id in sorted(set(splits[name]["image_id"])):
+            for stream in store.streams:
+                path = store.feature_path(image_id, stream)
+                shape = read_npy_header(path)[0]
+                if len(shape) == 3 and shape[1] != num_regions:
+                    wrong.append(f"{path} {tuple(shape)}")
+    if wrong:
+        more = f" (and {len(wrong) - 5} more)" if len(wrong) > 5 else ""
+        raise ValueError(
+            f"--video_pooling spatial_and_temporal reads {num_regions} regions per frame (its first {num_regions} video "
+            f"tokens are the regions'), but {len(wrong)} feature files have another number{more}:\n  "
+            + "\n  ".join(wrong[:5])
+            + "\nExtract every video with the same backbone, layer and crop size."
+        )
+
+
 def video_token_counts(store: VideoFeatureStore, image_ids, processor) -> dict[str, int]:
     """Video tokens per video (frames x regions after alignment, frame cap and pooling), from the .npy
     headers only: the length estimate of length-grouped batching."""

@@ -17,7 +17,7 @@ import run_vgd
         (["--caption_fields", "caption,titel,sumary"], "--caption_fields caption,titel,sumary: 'titel', 'sumary' are not fields of the AVSD data; choose among caption, summary"),
         (["--max_train_samples", "0"], "--max_train_samples must be at least 1, got 0"),
         (["--mlm_probability", "1.5"], "--mlm_probability must be between 0 and 1, got 1.5"),
-        (["--video_pooling", "spacetime"], "--video_pooling must be spatiotemporal, spatial or temporal, got 'spacetime'"),
+        (["--video_pooling", "spacetime"], "--video_pooling must be one of spatiotemporal, spatial, temporal, spatial_and_temporal, got 'spacetime'"),
         (["--train_sampling_strategy", "shuffled"], "--train_sampling_strategy must be random, sequential, group_by_length or batch_rebalance, got 'shuffled'"),
     ],
 )

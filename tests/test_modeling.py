@@ -283,6 +283,23 @@ def test_pooling_modes_accept_the_pooled_shapes_only():
         temporal(**collate([one_frame]))
 
 
+def test_spatial_and_temporal_pooling_reads_region_then_clip_rows_and_records_p(tmp_path):
+    """`video_pooling="spatial_and_temporal"`: rows of one token (P region tokens, then the clips), at least one clip
+    row after the P region rows; `num_video_regions` is required and saved with the config."""
+    torch.manual_seed(0)
+    model = VGDGPT2ForDialogue(tiny_config(video_pooling="spatial_and_temporal", num_video_regions=3)).eval()
+    rows = make_example(3 + 4, 1, [5], [], [6])
+    assert model(**collate([rows])).logits.shape[1] == 7 + 5
+    with pytest.raises(ValueError, match="one token per row.*4 regions"):
+        model(**collate([make_example(2, 4, [5], [], [6])]))
+    with pytest.raises(ValueError, match="the 3 region tokens then at least one clip token.*got 3 rows"):
+        model(**collate([make_example(3, 1, [5], [], [6])]))
+    with pytest.raises(ValueError, match="needs num_video_regions"):
+        tiny_config(video_pooling="spatial_and_temporal")
+    model.config.save_pretrained(tmp_path)
+    assert VGDGPT2Config.from_pretrained(tmp_path).num_video_regions == 3
+
+
 def test_frames_by_dim_features_mean_one_region(model):
     ids, video, labels = make_example(3, 1, [5], [], [6])
     batch = collate([(ids, video, labels)])

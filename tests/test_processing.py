@@ -290,6 +290,34 @@ def test_pooling_shapes_and_values(tiny_gpt2_dir):
         VGDVideoFeatureExtractor(video_pooling="both")
 
 
+def test_spatial_and_temporal_pooling_gives_the_region_tokens_then_the_clip_tokens(tiny_gpt2_dir):
+    """`"spatial_and_temporal"`: `[P + F, 1, D]`, each region averaged over the frames, then each frame over the
+    regions; the P region rows come first whatever F is, F is capped at max_video_frames - P, and features with
+    another P are refused naming the example and the expected P."""
+    features = video(6, regions=4)
+    both = make_processor(tiny_gpt2_dir, video_pooling="spatial_and_temporal", num_video_regions=4, max_video_frames=16)
+    out = both.feature_extractor.process_video(features)
+    assert out.shape == (4 + 6, 1, D)
+    np.testing.assert_allclose(out[:4, 0], features.mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out[4:, 0], features.mean(axis=1), rtol=1e-5, atol=1e-6)
+    assert both.feature_extractor.pooled_video_shape(6, 4) == (10, 1)
+    example = both.process_example(features, CAPTION, [], QUESTION)
+    assert int((example["input_ids"] == both.video_token_id).sum()) == 10
+    capped = make_processor(tiny_gpt2_dir, video_pooling="spatial_and_temporal", num_video_regions=4, max_video_frames=8)
+    out = capped.feature_extractor.process_video(features)
+    assert out.shape == (8, 1, D)  # 4 region tokens + 4 of the 6 frames, spread over the video
+    np.testing.assert_allclose(out[4:, 0], features[[0, 2, 3, 5]].mean(axis=1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out[:4, 0], features[[0, 2, 3, 5]].mean(axis=0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"example 1: video features have 5 regions per frame.*num_video_regions=4"):
+        both([video(6, regions=4), video(6, regions=5)], caption=[CAPTION] * 2, question=[QUESTION] * 2)
+    with pytest.raises(ValueError, match="needs num_video_regions"):
+        VGDVideoFeatureExtractor(video_feature_dim=D, video_pooling="spatial_and_temporal")
+    with pytest.raises(ValueError, match="must exceed num_video_regions"):
+        VGDVideoFeatureExtractor(video_feature_dim=D, video_pooling="spatial_and_temporal", num_video_regions=8, max_video_frames=8)
+    with pytest.raises(ValueError, match="num_video_regions is for video_pooling='spatial_and_temporal' only"):
+        VGDVideoFeatureExtractor(video_feature_dim=D, video_pooling="temporal", num_video_regions=4)
+
+
 def test_frame_cap_samples_uniformly_over_the_whole_video():
     fe = VGDVideoFeatureExtractor(video_feature_dim=2, max_video_frames=10)
     features = np.repeat(np.arange(100, dtype=np.float32)[:, None], 2, axis=1)  # value = frame index

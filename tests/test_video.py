@@ -290,7 +290,7 @@ def test_processor_videos_errors(video_model, tiny_gpt2_dir, video_files):
         plain(videos=video_files["long"], question="what ?", return_tensors="pt")
 
 
-@pytest.mark.parametrize("pooling, expected", [("spatial", [4, 4]), ("temporal", [10, 2])])
+@pytest.mark.parametrize("pooling, expected", [("spatial", [4, 4]), ("temporal", [10, 2]), ("spatial_and_temporal", [4 + 10, 4 + 2])])
 def test_pooling_with_videos(tiny_gpt2_dir, tiny_videomae_dir, video_files, pooling, expected):
     from modeling_vgd_gpt2 import VGDGPT2ForDialogue
     from processing_vgd import VGDProcessor

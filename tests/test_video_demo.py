@@ -87,7 +87,8 @@ def test_the_model_records_the_backbone_and_answers_from_a_test_mp4_as_from_its_
     backbone = model.config.video_backbone
     assert backbone["name"] == "r3d_18" and backbone["weights"] is None and backbone["random_init_seed"] == 5
     assert backbone["crop_size"] == 16 and backbone["clip_length"] == 4 and backbone["layer"] == "layer3"
-    assert backbone["rgb_difference"] is True and model.config.video_pooling == "temporal"  # the demo's defaults
+    assert backbone["rgb_difference"] is True and model.config.video_pooling == "spatial_and_temporal"  # the demo's defaults
+    assert model.config.num_video_regions == backbone["num_regions"] == 4  # 16-pixel crops: layer3's map is 2 x 2
     # the per-channel standardisation fitted on the training videos is recorded with the backbone and applied by it
     assert len(backbone["feature_mean"]) == len(backbone["feature_std"]) == backbone["feature_dim"]
     with open(os.path.join(result["paths"]["feature_dir"], "r3d_18", "backbone.json")) as f:
@@ -99,8 +100,12 @@ def test_the_model_records_the_backbone_and_answers_from_a_test_mp4_as_from_its_
         features, _ = model.extract_video_features(inputs["pixel_values_videos"], inputs["video_clip_mask"])
     stream_dir = os.path.join(result["paths"]["feature_dir"], "r3d_18_testset")
     extracted = np.load(os.path.join(stream_dir, answer["image_id"] + ".npy"))
-    assert features.shape[1:3] == (extracted.shape[0], 1)  # temporal pooling: one token per clip, the regions averaged
-    np.testing.assert_allclose(features[0].numpy(), extracted.mean(axis=1, keepdims=True), rtol=1e-4, atol=1e-5)
+    # the region tokens (each averaged over the clips), then one token per clip (the regions averaged)
+    regions = extracted.shape[1]
+    assert features.shape[1:3] == (regions + extracted.shape[0], 1)
+    np.testing.assert_allclose(features[0, :regions, 0].numpy(), extracted.mean(axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(features[0, regions:, 0].numpy(), extracted.mean(axis=1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(features[0].numpy(), processor.feature_extractor.process_video(extracted), rtol=1e-4, atol=1e-5)
 
 
 def test_a_rerun_reuses_videos_features_and_model(demo_run):

@@ -128,7 +128,12 @@ class DialogueSession:
         self.video, self.caption, self.history = video, caption, []
         self.video_name = name or (video if isinstance(video, str) else "the video")
         frames, regions = self._video_shape(inputs)
-        return f"video {self.video_name}: {frames} frames x {regions} regions" + (f"; caption: {caption}" if caption else "")
+        extractor = self.processor.feature_extractor
+        if extractor.video_pooling == "spatial_and_temporal":  # P region tokens, then one token per clip
+            shape = f"{extractor.num_video_regions} region tokens + {frames - extractor.num_video_regions} clip tokens"
+        else:
+            shape = f"{frames} frames x {regions} regions"
+        return f"video {self.video_name}: {shape}" + (f"; caption: {caption}" if caption else "")
 
     def _video_shape(self, inputs) -> tuple[int, int]:
         """`(frames, regions)` of the video features the model sees: pre-extracted ones, or those its backbone
