@@ -18,7 +18,8 @@ against the object regions, baseline `object regions / P`. With `--videos` the m
 `.mp4` files of a video demo's data folder (`python -m avsd_dataset.video_demo`): its F clips are mapped to the
 actions the same way (clip `f` of F shows action `f * num_actions // F`), and only the frames are measured (the
 backbone's regions are not the dataset's object regions; a model with `--video_pooling temporal` has one token
-per clip). Prints one JSON object.
+per clip, and one with `spatial_and_temporal` a map whose frame profile ranks the clips as its clip tokens do).
+Prints one JSON object.
 """
 
 from __future__ import annotations

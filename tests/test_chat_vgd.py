@@ -280,6 +280,31 @@ def test_relevance_of_an_example_without_video_is_none(chat):
     assert chat(video=None, question="what is on the table ?", return_video_relevance=True, max_new_tokens=2)["video_relevance"] is None
 
 
+def test_relevance_of_region_and_clip_tokens_is_mapped_back_to_clips_x_regions():
+    """`video_pooling="spatial_and_temporal"`: the weights of the P region tokens and the F clip tokens become an
+    `[F, P]` map, `clip[f] / P + region[p] / F`: it sums to 1, its frame profile is the clip tokens' plus a constant,
+    its region profile the region tokens' plus a constant, and a padded clip row is zero."""
+    from pipeline_vgd import _regions_then_clips_to_grid
+
+    rng = np.random.default_rng(0)
+    regions, clips = 3, [4, 2]
+    relevance = torch.zeros(2, regions + 4, 1)
+    mask = torch.zeros(2, regions + 4, 1, dtype=torch.bool)
+    for row, count in enumerate(clips):
+        weights = torch.tensor(rng.random(regions + count), dtype=torch.float32)
+        relevance[row, : regions + count, 0] = weights / weights.sum()
+        mask[row, : regions + count] = True
+    grid, shapes = _regions_then_clips_to_grid(relevance, mask, regions)
+    assert grid.shape == (2, 4, regions) and shapes.tolist() == [[4, regions], [2, regions]]
+    for row, count in enumerate(clips):
+        clip_weights, region_weights = relevance[row, regions : regions + count, 0], relevance[row, :regions, 0]
+        assert float(grid[row].sum()) == pytest.approx(1.0, abs=1e-6)
+        frame_profile = grid[row, :count].sum(dim=1)
+        np.testing.assert_allclose(frame_profile - clip_weights, region_weights.sum() / count, atol=1e-6)
+        np.testing.assert_allclose(grid[row, :count].sum(dim=0) - region_weights, clip_weights.sum() / regions, atol=1e-6)
+        assert float(grid[row, count:].abs().sum()) == 0.0
+
+
 def test_plot_helper_writes_a_png(tmp_path):
     from vgd_apps.visualization import plot_video_relevance
 

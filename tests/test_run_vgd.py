@@ -295,3 +295,41 @@ def test_video_whitening_is_fitted_on_the_training_videos_and_saved(tmp_path):
     with pytest.raises(ValueError, match=r"--video_whitening_components 999 keeps more components than the video features have channels"):
         run_vgd.main(TINY + ["--video_whitening_components", "999", "--output_dir", str(tmp_path / "too-many")])
     assert not (tmp_path / "too-many" / "model.safetensors").exists()
+
+
+def test_spatial_and_temporal_pooling_records_p_and_a_file_with_another_p_is_found_before_step_1(tmp_path):
+    """`--video_pooling spatial_and_temporal`: the new model and its processor record P, read from the features; a
+    feature file with another P is named (path and shape) by the check that runs before step 1."""
+    import shutil
+
+    import numpy as np
+
+    from avsd_dataset.splits import check_video_regions, load_splits
+    from processing_vgd import VGDProcessor
+
+    output_dir = tmp_path / "run"
+    run_vgd.main(TINY + ["--max_steps", "1", "--do_eval", "false", "--do_predict", "false", "--video_pooling", "spatial_and_temporal",
+                         "--output_dir", str(output_dir)])
+    data_dir = glob.glob(os.path.join(avsd_demo.demo_cache_dir(run_vgd.DataArguments(), str(output_dir)), "data-*"))[0]
+    config = json.loads((output_dir / "config.json").read_text())
+    extractor = VGDProcessor.from_pretrained(output_dir).feature_extractor
+    streams = ",".join(extractor.stream_order)
+    video_stream = extractor.stream_order[0]  # the synthetic [F, P, D] stream
+    store_args = run_vgd.DataArguments(data_dir=data_dir, feature_dir=os.path.join(data_dir, "features"), feature_streams=streams)
+    splits, _ = load_splits(store_args)
+    store = run_vgd.feature_stores(store_args, splits, ["train"])["train"]
+    regions = store.feature_shapes()[video_stream][1]
+    assert config["video_pooling"] == "spatial_and_temporal" and config["num_video_regions"] == regions > 1
+    assert extractor.video_pooling == "spatial_and_temporal" and extractor.num_video_regions == regions
+
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy)
+    copy_args = run_vgd.DataArguments(data_dir=str(copy), feature_dir=str(copy / "features"), feature_streams=streams)
+    splits, _ = load_splits(copy_args)
+    stores = run_vgd.feature_stores(copy_args, splits, ["train"])
+    bad_id = splits["train"][0]["image_id"]
+    path = stores["train"].feature_path(bad_id, video_stream)
+    np.save(path, np.load(path)[:, :-1])  # one region fewer
+    check_video_regions(stores, {"train": splits["train"].filter(lambda i: i != bad_id, input_columns="image_id")}, regions)
+    with pytest.raises(ValueError, match=rf"reads {regions} regions per frame.*1 feature files have another number:\n  .*{bad_id}\.npy \(\d+, {regions - 1}, \d+\)"):
+        check_video_regions(stores, splits, regions)

@@ -271,3 +271,21 @@ def test_sigterm_to_the_demo_stops_its_training_processes(demo_run, tmp_path):
     assert demo.returncode != 0 and "the training processes failed (exit code" in output, output[-3000:]
     time.sleep(1)
     assert _processes_mentioning(output_dir) == [], "training processes outlived the demo"
+
+
+def test_pooling_benchmark_times_the_demo_model_against_one_token_per_clip(demo_run, capsys):
+    """`benchmarks/bench_video_pooling.py`: the demo model's region + clip tokens against a `temporal` model of the same
+    config, on the same dialogues: each reads the token count of its pooling, and both rates are positive."""
+    import sys
+
+    root, _, first = demo_run
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    try:
+        from bench_video_pooling import main as bench_video_pooling
+    finally:
+        sys.path.pop(0)
+    rates = bench_video_pooling([str(root / "model"), first["paths"]["data_dir"], "--steps", "5", "--batch_size", "2"])
+    assert set(rates) == {"spatial_and_temporal", "temporal"} and all(rate > 0 for rate in rates.values())
+    out = capsys.readouterr().out
+    assert "spatial_and_temporal:  16 video tokens" in out and "temporal:  12 video tokens" in out  # 4 regions + 12 clips
+    assert "ratio (spatial_and_temporal / temporal)" in out
