@@ -366,7 +366,7 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
                 "video_feature_dim": processor.feature_extractor.video_feature_dim,
                 "max_video_frames": processor.feature_extractor.max_video_frames,
                 "video_pooling": processor.feature_extractor.video_pooling,
-                "num_video_regions": getattr(processor.feature_extractor, "num_video_regions", None),
+                "num_video_regions": processor.feature_extractor.num_video_regions,
                 "max_turns": processor.max_turns,
                 **processor.special_token_ids(),
             }
@@ -711,25 +711,24 @@ class VGDGPT2ForDialogue(VGDGPT2PreTrainedModel, GenerationMixin):
         features = grids.new_zeros(batch, num_clips, regions, dim)
         features[video_clip_mask] = grids
         video_mask = video_clip_mask[:, :, None].expand(batch, num_clips, regions)
-        if self.config.video_pooling == "spatial":
+        pooling = self.config.video_pooling
+        if pooling == "spatial_and_temporal" and regions != self.config.num_video_regions:
+            raise ValueError(
+                f"the video backbone gives {regions} regions per clip but config.num_video_regions is "
+                f"{self.config.num_video_regions} (the model's region tokens)"
+            )
+        if pooling in ("spatial", "spatial_and_temporal"):  # each cell averaged over the real clips
             counts = video_clip_mask.sum(dim=1).clamp(min=1).to(features.dtype)
-            features = (features.sum(dim=1) / counts[:, None, None])[:, None]
-            video_mask = video_mask.any(dim=1, keepdim=True)
-        elif self.config.video_pooling == "temporal":
-            features = features.mean(dim=2, keepdim=True)
-            video_mask = video_mask[:, :, :1]
-        elif self.config.video_pooling == "spatial_and_temporal":
-            if regions != self.config.num_video_regions:
-                raise ValueError(
-                    f"the video backbone gives {regions} regions per clip but config.num_video_regions is "
-                    f"{self.config.num_video_regions} (the model's region tokens)"
-                )
-            counts = video_clip_mask.sum(dim=1).clamp(min=1).to(features.dtype)
-            region_tokens = features.sum(dim=1) / counts[:, None, None]  # [B, P, D]
+            region_tokens, region_mask = features.sum(dim=1) / counts[:, None, None], video_mask.any(dim=1)  # [B, P, D], [B, P]
+        if pooling in ("temporal", "spatial_and_temporal"):  # each clip averaged over the cells
             clip_tokens = features.mean(dim=2)  # [B, clips, D]
+        if pooling == "spatial":
+            features, video_mask = region_tokens[:, None], region_mask[:, None]
+        elif pooling == "temporal":
+            features, video_mask = clip_tokens[:, :, None], video_clip_mask[:, :, None]
+        elif pooling == "spatial_and_temporal":  # the region tokens first, then the clip tokens: [B, P + clips, 1, D]
             features = torch.cat([region_tokens, clip_tokens], dim=1)[:, :, None]
-            has_clip = video_clip_mask.any(dim=1, keepdim=True).expand(batch, regions)
-            video_mask = torch.cat([has_clip, video_clip_mask], dim=1)[:, :, None]
+            video_mask = torch.cat([region_mask, video_clip_mask], dim=1)[:, :, None]
         return features, video_mask
 
     # ------------------------------------------------------------------ forward

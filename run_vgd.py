@@ -392,9 +392,9 @@ def _main(argv: list[str], progress: dict):
         raise ValueError(f"nothing to do: {data_args.data_dir} holds none of the splits that the --do_* flags ask for")
     stores = feature_stores(data_args, splits, needed)
     streams = parse_feature_streams(data_args.feature_streams)
-    stream_dims = stores[needed[0]].feature_dims()
-    video_feature_dim = sum(stream_dims[stream] for stream in streams)
-    num_video_regions = max((shape[1] for shape in stores[needed[0]].feature_shapes().values() if len(shape) == 3), default=1)
+    stream_shapes = stores[needed[0]].feature_shapes()  # one .npy header per stream
+    video_feature_dim = sum(stream_shapes[stream][-1] for stream in streams)
+    num_video_regions = max((shape[1] for shape in stream_shapes.values() if len(shape) == 3), default=1)
 
     stages.stop("data")
 
