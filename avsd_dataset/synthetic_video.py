@@ -50,10 +50,16 @@ TEST_VIDEO_DIR = "videos_testset"
 # Bumped whenever the same facts are drawn differently, so that cached videos of an older drawing are not reused
 # (`avsd_dataset.video_demo` names its data folder with it). 2: objects are at least MIN_OBJECT_SIZE pixels.
 # 3: the same file in every process and run (no macroblock tree, YUV converted on one thread; see `write_video`).
-RENDERER_VERSION = 3
+# 4: every action moves visibly in small frames: the person is short enough for the waving hand to stay in the
+# picture (at 32 x 32 it was drawn above the frame's top edge, so "waves" showed no hand and no motion) and the
+# laughing head bobs a fifth of the person's height (0.06 before: under one pixel at 32 x 32, so "laughs" was still).
+RENDERER_VERSION = 4
 # Below 6 x 6 pixels the 8 shapes are not all different: at 4 x 4 the disc, the diamond and the cross are the same
 # mask (book, box and pillow looked alike in the 32 x 32 video demo before renderer version 2).
 MIN_OBJECT_SIZE = 6
+# How far above the top of the head the waving hand goes, in units of the person's height (the highest point of any
+# pose: the person is drawn no taller than keeps it inside the frame).
+RAISED_HAND = 0.15
 
 ROOM_COLORS = np.array(
     [[200, 180, 150], [150, 170, 210], [210, 230, 230], [120, 120, 120], [220, 200, 120], [110, 90, 80], [170, 210, 150], [200, 150, 190]],
@@ -97,13 +103,13 @@ def _person_pose(action: str, t: float) -> tuple[float, float, float, float]:
     if action == "drinks":
         return 0.0, 0.0, 0.1, 0.55 - 0.45 * min(1.0, 3 * t) * (t < 0.66) - 0.45 * (t >= 0.66)
     if action == "laughs":
-        return 0.0, 0.06 * abs(np.sin(2 * np.pi * t * 4)), 0.25, 0.55
+        return 0.0, 0.2 * abs(np.sin(2 * np.pi * t * 4)), 0.25, 0.55
     if action == "sneezes":
         return 0.0, 0.15 * (0.45 < t < 0.6), 0.25, 0.55
     if action == "dances":
         return 0.35 * wave, 0.05 * abs(wave), 0.3 - 0.2 * wave, 0.2
     if action == "waves":
-        return 0.0, 0.0, 0.25 + 0.2 * wave, -0.15
+        return 0.0, 0.0, 0.25 + 0.2 * wave, -RAISED_HAND
     raise ValueError(f"unknown action {action!r}")
 
 
@@ -139,7 +145,8 @@ def render_video_frames(
         mask = _shape_mask(kind, size)
         background[top : top + size, left : left + size][mask] = color
 
-    person_height = int(height * 0.45)
+    # the person stands behind the objects; no taller than leaves room above the head for the waving hand
+    person_height = min(int(height * 0.45), int((table_top - size - 2) / (1 + RAISED_HAND)))
     body_width = max(3, person_height // 4)
     head = max(3, person_height // 4)
     hand = max(2, person_height // 8)
