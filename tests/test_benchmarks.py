@@ -203,3 +203,14 @@ def test_feature_transforms_write_clip_tokens_and_the_clips_and_regions_layout(t
     np.testing.assert_allclose(layout[6:, 0], grid.mean(axis=0), atol=1e-5)
     with pytest.raises(ValueError, match="unknown variants \\['nope'\\]"):
         diag_feature_transforms.main([data_dir, feature_dir, out_root, "--variants", "nope"])
+
+
+def test_every_action_moves_in_the_video_demos_32_pixel_frames():
+    """Renderer 4: at 32 x 32 each of the 8 actions shows moving pixels and differs from every other action's
+    picture (renderer 3 drew "laughs" and "waves" as still pictures there: 0 moving pixels)."""
+    import check_action_motion
+
+    rows = check_action_motion.motion_table(32, 32)
+    assert sorted(row["action"] for row in rows) == sorted(check_action_motion.FACT_VALUES["action"])
+    for row in rows:
+        assert row["moving_mean"] >= 1.0 and row["apart"] >= 4, row
