@@ -145,8 +145,10 @@ def render_video_frames(
         mask = _shape_mask(kind, size)
         background[top : top + size, left : left + size][mask] = color
 
-    # the person stands behind the objects; no taller than leaves room above the head for the waving hand
-    person_height = min(int(height * 0.45), int((table_top - size - 2) / (1 + RAISED_HAND)))
+    # the person stands behind the objects, feet 2 pixels above them; no taller than leaves room above the head for
+    # the waving hand
+    feet = table_top - size - 2
+    person_height = min(int(height * 0.45), int(feet / (1 + RAISED_HAND)))
     body_width = max(3, person_height // 4)
     head = max(3, person_height // 4)
     hand = max(2, person_height // 8)
@@ -156,7 +158,7 @@ def render_video_frames(
             frame = background.copy()
             dx, dy, hx, hy = _person_pose(action, step / frames_per_action)
             cx = int(width / 2 + dx * person_height)
-            top = int(table_top - person_height - size - 2 + dy * person_height)
+            top = int(feet - person_height + dy * person_height)
             body_top = top + head
             frame[max(0, top) : top + head, max(0, cx - head // 2) : cx + head // 2] = (240, 200, 160)  # head
             frame[max(0, body_top) : body_top + person_height - head, max(0, cx - body_width // 2) : cx + body_width // 2] = (60, 60, 160)

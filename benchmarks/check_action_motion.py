@@ -1,4 +1,4 @@
-"""Does every action of the synthetic videos show in the picture? Renders one video per pair of actions at each frame
+"""Does every action of the synthetic videos show in the picture? Renders one video of each action at each frame
 size and measures, per action, the pixels that move between frames and the pixels by which its average frame differs
 from the closest other action's.
 
@@ -13,7 +13,6 @@ neighbour in a single frame. Renderer 4 (`RENDERER_VERSION`) moves every action 
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import sys
 
