@@ -25,6 +25,10 @@ SPECIAL_TOKEN_ID_FIELDS = tuple(f"{name}_id" for name in SPECIAL_TOKENS)
 NUM_MODALITIES = 4
 
 VIDEO_POOLING_MODES = ("spatiotemporal", "spatial", "temporal", "spatial_and_temporal")
+VIDEO_FRAME_INIT_MODES = ("normal", "sinusoidal")
+# The longest wavelength of the sinusoidal temporal encoding, in frames over 2 pi: 100, not the 10,000 of text
+# positions, since a video has tens of clips, not thousands of tokens (the slowest pairs would be constant over them).
+VIDEO_FRAME_SINUSOID_BASE = 100.0
 
 
 def check_num_video_regions(video_pooling: str, num_video_regions, max_video_frames: int, owner: str) -> None:
@@ -83,6 +87,13 @@ class VGDGPT2Config(GPT2Config):
             (the video demo's: a norm of ~4 at initialisation and ~18 trained, against 0.2 growing to 1.4-2.2), so the
             clips are hard to tell apart in time; the video demo starts it at 0.5, with which it learns the order of
             the actions in seeds that never did (docs/video.md).
+        video_frame_init (`str`, default `"normal"`):
+            How a new model's temporal encoding starts: `"normal"`, drawn at random (std `video_frame_init_std`), or
+            `"sinusoidal"`, the sine / cosine table of "Attention Is All You Need" with wavelengths from 2 pi to
+            2 pi x 100 frames (`VIDEO_FRAME_SINUSOID_BASE`), scaled so that its entries have the std
+            `video_frame_init_std` (or `initializer_range`). Neighbouring frames then start with neighbouring encodings
+            and a frame's offset to any other is a fixed rotation, where random rows start unrelated. It remains a
+            trained table. The video demo starts sinusoidal (docs/video.md).
         video_whitening_components (`int`, *optional*):
             K: the video features are PCA-whitened before `video_projection`, which then reads the K largest
             components at unit variance instead of the D channels (`VGDGPT2ForDialogue.set_video_whitening`; the mean
@@ -121,6 +132,7 @@ class VGDGPT2Config(GPT2Config):
         mask_token_id: int | None = None,
         video_backbone: dict | None = None,
         video_frame_init_std: float | None = None,
+        video_frame_init: str = "normal",
         video_whitening_components: int | None = None,
         **kwargs,
     ):
@@ -134,6 +146,8 @@ class VGDGPT2Config(GPT2Config):
                 raise ValueError(f"VGDGPT2Config: {name} must be a positive int, got {value!r}")
         if video_frame_init_std is not None and (isinstance(video_frame_init_std, bool) or not video_frame_init_std > 0):
             raise ValueError(f"VGDGPT2Config: video_frame_init_std must be a positive number or None, got {video_frame_init_std!r}")
+        if video_frame_init not in VIDEO_FRAME_INIT_MODES:
+            raise ValueError(f"VGDGPT2Config: video_frame_init must be one of {VIDEO_FRAME_INIT_MODES}, got {video_frame_init!r}")
         if video_whitening_components is not None and (
             isinstance(video_whitening_components, bool)
             or not isinstance(video_whitening_components, int)
@@ -153,6 +167,7 @@ class VGDGPT2Config(GPT2Config):
         self.video_pooling = video_pooling
         self.num_video_regions = num_video_regions
         self.video_frame_init_std = video_frame_init_std
+        self.video_frame_init = video_frame_init
         self.video_whitening_components = video_whitening_components
         self.use_mlm = use_mlm
         self.use_mvm = use_mvm

@@ -9,6 +9,7 @@ the tensors exchanged with the processor and the collator are described in `docs
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ try:  # package layout (a Hub / save_pretrained folder)
         MODALITY_VIS,
         NUM_MODALITIES,
         SPECIAL_TOKEN_ID_FIELDS,
+        VIDEO_FRAME_SINUSOID_BASE,
         VGDGPT2Config,
     )
     from .video_backbone_vgd import VGDVideoBackbone
@@ -43,6 +45,7 @@ except ImportError:  # top-level modules (the repository)
         MODALITY_VIS,
         NUM_MODALITIES,
         SPECIAL_TOKEN_ID_FIELDS,
+        VIDEO_FRAME_SINUSOID_BASE,
         VGDGPT2Config,
     )
     from video_backbone_vgd import VGDVideoBackbone
@@ -209,18 +212,40 @@ def _item_count(scored: torch.BoolTensor, num_items_in_batch=None) -> torch.Tens
     return scored.sum().clamp(min=1)
 
 
+def sinusoidal_frame_table(num_frames: int, dim: int, device=None) -> torch.Tensor:
+    """The sine / cosine position table of "Attention Is All You Need" for frames 0 .. `num_frames` - 1, with
+    wavelengths from 2 pi to 2 pi x `VIDEO_FRAME_SINUSOID_BASE` frames.
+
+    Returns:
+        `torch.FloatTensor` of shape `[num_frames, dim]`: column 2i is sin(t / base^(2i / dim)), column 2i + 1 its
+        cosine; entries in [-1, 1] with a std of ~1 / sqrt(2) (that of a sine over its period).
+    """
+    position = torch.arange(num_frames, dtype=torch.float32, device=device)[:, None]
+    frequency = torch.exp(-math.log(VIDEO_FRAME_SINUSOID_BASE) * torch.arange(0, dim, 2, dtype=torch.float32, device=device) / dim)
+    table = torch.zeros(num_frames, dim, dtype=torch.float32, device=device)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency)[:, : dim // 2]
+    return table
+
+
 class VGDGPT2PreTrainedModel(GPT2PreTrainedModel):
     config_class = VGDGPT2Config
     config: VGDGPT2Config
     base_model_prefix = "transformer"
 
     def _init_weights(self, module):
-        """GPT-2's initialisation; the temporal encoding with `config.video_frame_init_std` when it is set; the video
-        whitening (when `config.video_whitening_components` is set) starts unfitted: all zeros."""
+        """GPT-2's initialisation; the temporal encoding as `config.video_frame_init` says (random with
+        `config.video_frame_init_std` when it is set, or the sinusoidal table); the video whitening (when
+        `config.video_whitening_components` is set) starts unfitted: all zeros."""
         super()._init_weights(module)
         std = getattr(self.config, "video_frame_init_std", None)
-        if std is not None and module is getattr(self, "video_frame_embeddings", None):
-            init.normal_(module.weight, mean=0.0, std=std)
+        if module is getattr(self, "video_frame_embeddings", None):
+            if getattr(self.config, "video_frame_init", "normal") == "sinusoidal":
+                scale = std if std is not None else self.config.initializer_range
+                table = sinusoidal_frame_table(*module.weight.shape, device=module.weight.device)
+                init.copy_(module.weight, table * scale * math.sqrt(2.0))  # entries of std `scale`
+            elif std is not None:
+                init.normal_(module.weight, mean=0.0, std=std)
         if module is self and getattr(self, "video_whitening_matrix", None) is not None:
             init.zeros_(self.video_whitening_mean)
             init.zeros_(self.video_whitening_matrix)

@@ -62,7 +62,7 @@ from avsd_dataset.splits import (
     write_result_file,
 )
 from avsd_dataset.turns import DialogueTurnDataset, whole_dialogues
-from configuration_vgd_gpt2 import VIDEO_POOLING_MODES
+from configuration_vgd_gpt2 import VIDEO_FRAME_INIT_MODES, VIDEO_POOLING_MODES
 from modeling_vgd_gpt2 import VGDGPT2ForDialogue
 from processing_vgd import VGDProcessor
 from vgd_training import TrainingDivergedError, VGDTrainer, VGDTrainingArguments, avsd_caption_metrics
@@ -112,6 +112,13 @@ class ModelArguments:
         default=None,
         metadata={"help": "Std of the initial temporal encoding of a new model (default: GPT-2's initializer_range, 0.02); "
                   "the video demo uses 0.5 so that the clips can be told apart in time (VGDGPT2Config.video_frame_init_std)."},
+    )
+    video_frame_init: str = field(
+        default="normal",
+        metadata={"help": "How the temporal encoding of a new model starts: normal (at random, std --video_frame_init_std) or "
+                  "sinusoidal (the sine / cosine table, its entries of that std; neighbouring frames start alike). The video "
+                  "demo starts sinusoidal (VGDGPT2Config.video_frame_init, docs/video.md).",
+                  "choices": list(VIDEO_FRAME_INIT_MODES)},
     )
     video_whitening_components: int | None = field(
         default=None,
@@ -286,6 +293,8 @@ def load_processor_and_model(
         logger.info("Continuing from the VGD-GPT2 checkpoint %s", path)
         if model_args.video_frame_init_std is not None:
             logger.warning("--video_frame_init_std is ignored: %s is a trained VGD-GPT2, whose temporal encoding is loaded", path)
+        if model_args.video_frame_init != "normal":
+            logger.warning("--video_frame_init is ignored: %s is a trained VGD-GPT2, whose temporal encoding is loaded", path)
         if model_args.video_whitening_components is not None:
             logger.warning("--video_whitening_components is ignored: %s is a trained VGD-GPT2, whose video projection is loaded", path)
         processor = VGDProcessor.from_pretrained(path)
@@ -321,6 +330,7 @@ def load_processor_and_model(
             use_mvm=model_args.use_mvm,
             use_mvt=model_args.use_mvt,
             video_frame_init_std=model_args.video_frame_init_std,
+            video_frame_init=model_args.video_frame_init,
             video_whitening_components=model_args.video_whitening_components,
         )
     return processor, model
