@@ -2,6 +2,7 @@
 following docs/design.md)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -408,6 +409,42 @@ def test_video_frame_init_std_sets_the_initial_temporal_encoding_only(tmp_path):
     for bad in (0, -0.1, True):
         with pytest.raises(ValueError, match="video_frame_init_std"):
             tiny_config(video_frame_init_std=bad)
+
+
+def test_sinusoidal_video_frame_init_starts_from_the_sine_table_at_the_given_std(tmp_path):
+    """`video_frame_init="sinusoidal"`: row t of a new model's temporal encoding is the sine / cosine of t at
+    wavelengths 2 pi .. 2 pi x 100, its entries of std `video_frame_init_std`; neighbouring frames start closer than
+    distant ones (random rows do not); no random draw; a trained model loads its own rows; unknown modes are refused."""
+    from modeling_vgd_gpt2 import sinusoidal_frame_table
+
+    torch.manual_seed(0)
+    model = VGDGPT2ForDialogue(tiny_config(max_video_frames=64, video_frame_init_std=0.5, video_frame_init="sinusoidal"))
+    rows = model.video_frame_embeddings.weight.detach()
+    dim = rows.shape[1]
+    t = 5
+    expected = [math.sin(t / 100.0 ** (2 * (j // 2) / dim)) if j % 2 == 0 else math.cos(t / 100.0 ** (2 * (j // 2) / dim))
+                for j in range(dim)]
+    assert rows[t].tolist() == pytest.approx([0.5 * math.sqrt(2.0) * value for value in expected], abs=1e-5)
+    assert rows.std().item() == pytest.approx(0.5, rel=0.1)
+    assert torch.allclose(sinusoidal_frame_table(3, 5)[:, 1::2], torch.cos(torch.arange(3.0)[:, None] * torch.tensor([1.0, 100.0 ** -0.4])))  # odd width
+    # neighbours alike, distant frames not: the cosine similarity falls with the distance
+    unit = torch.nn.functional.normalize(rows, dim=-1)
+    assert (unit[10] @ unit[11]).item() > (unit[10] @ unit[20]).item() + 0.2 > (unit[10] @ unit[40]).item() + 0.2
+    torch.manual_seed(0)
+    again = VGDGPT2ForDialogue(tiny_config(max_video_frames=64, video_frame_init_std=0.5, video_frame_init="sinusoidal"))
+    assert torch.equal(again.video_frame_embeddings.weight, model.video_frame_embeddings.weight)
+    # without a std, GPT-2's initializer_range
+    small = VGDGPT2ForDialogue(tiny_config(max_video_frames=64, video_frame_init="sinusoidal"))
+    assert small.video_frame_embeddings.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    with torch.no_grad():
+        model.video_frame_embeddings.weight.fill_(3.0)
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["video_frame_init"] == "sinusoidal"
+    reloaded = VGDGPT2ForDialogue.from_pretrained(tmp_path)
+    assert reloaded.config.video_frame_init == "sinusoidal"
+    assert torch.equal(reloaded.video_frame_embeddings.weight, torch.full_like(reloaded.video_frame_embeddings.weight, 3.0))
+    with pytest.raises(ValueError, match="video_frame_init must be one of .*'learned'"):
+        tiny_config(video_frame_init="learned")
 
 
 def test_video_whitening_projects_whitened_features_keeps_the_mvm_target_and_is_saved(tmp_path):

@@ -66,6 +66,17 @@ def test_video_frame_init_std_reaches_a_new_model_and_is_checked(tmp_path):
         run_vgd.main(TINY + ["--video_frame_init_std", "0", "--output_dir", str(tmp_path / "bad")])
 
 
+def test_video_frame_init_reaches_a_new_model_and_is_checked(tmp_path, capsys):
+    output_dir = tmp_path / "run"
+    run_vgd.main(TINY + ["--max_steps", "1", "--do_eval", "false", "--do_predict", "false", "--video_frame_init", "sinusoidal",
+                         "--video_frame_init_std", "0.5", "--output_dir", str(output_dir)])
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["video_frame_init"] == "sinusoidal" and config["video_frame_init_std"] == 0.5
+    with pytest.raises(SystemExit):
+        run_vgd.main(TINY + ["--video_frame_init", "uniform", "--output_dir", str(tmp_path / "bad")])
+    assert "invalid choice: 'uniform'" in capsys.readouterr().err
+
+
 def test_whole_dialogue_training_refuses_a_history_limit():
     with pytest.raises(ValueError, match="--train_on_whole_dialogues.*--max_history_turns 2"):
         run_vgd.DataArguments(train_on_whole_dialogues=True, max_history_turns=2)

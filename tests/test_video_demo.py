@@ -55,11 +55,13 @@ def test_the_command_runs_every_stage_and_reports_the_table(demo_run, tmp_path_f
     assert trained_with[trained_with.index("--train_sampling_strategy") + 1] == "random"
     # the temporal encoding starts large enough to tell the clips apart in time, and the model records it
     assert trained_with[trained_with.index("--video_frame_init_std") + 1] == "0.5"
+    assert trained_with[trained_with.index("--video_frame_init") + 1] == "sinusoidal"
     # the clip tokens as they are by default; --video_whitening_components K reaches run_vgd.py
     assert "--video_whitening_components" not in trained_with
     with open(root / "model" / "config.json") as f:
         config = json.load(f)
     assert config["video_frame_init_std"] == 0.5 and config["video_whitening_components"] is None
+    assert config["video_frame_init"] == "sinusoidal"
     from avsd_dataset import video_demo
 
     whitened = video_demo.training_arguments(
