@@ -364,7 +364,7 @@ def stage_train(args, where, model_path):
     from vgd_training.checkpointing import write_json_atomic
 
     write_json_atomic(record, {"argv": argv, "num_processes": args.num_processes, "metrics": metrics, "settings": asdict(args)})
-    return {"metrics": metrics, "trained": True, "_note": f"trained and decoded -> {args.output_dir} ({args.num_processes} processes)"}
+    return {"metrics": metrics, "trained": True, "_note": f"trained and decoded -> {args.output_dir} ({args.num_processes} process{'es' if args.num_processes > 1 else ''})"}
 
 
 def launch_command(argv: list[str], num_processes: int, port: int) -> list[str]:
