@@ -41,7 +41,6 @@ from avsd_dataset.demo import (
     DEMO_OUTPUT_DIR,
     DEMO_TRAINING_DEFAULTS,
     SMOKE_OUTPUT_DIR,
-    CachedTurnDataset,
     DemoArguments,
     demo_output_dir,
     describe_data,
@@ -61,7 +60,7 @@ from avsd_dataset.splits import (
     video_token_counts,
     write_result_file,
 )
-from avsd_dataset.turns import DialogueTurnDataset, whole_dialogues
+from avsd_dataset.turns import CachedTurnDataset, DialogueTurnDataset, whole_dialogues
 from configuration_vgd_gpt2 import VIDEO_FRAME_INIT_MODES, VIDEO_POOLING_MODES
 from modeling_vgd_gpt2 import VGDGPT2ForDialogue
 from processing_vgd import VGDProcessor
@@ -171,6 +170,12 @@ class DataArguments:
         metadata={"help": "One training sequence per dialogue (its last turn with the whole history) with the response loss on "
                   "every answer, instead of one per turn: each video and caption is encoded once per dialogue (fewer tokens "
                   "per epoch). Needs every history turn (no --max_history_turns), as decoding a turn then sees them all."},
+    )
+    cache_train_turns: bool | None = field(
+        default=None,
+        metadata={"help": "Process each training turn once (features read and pooled, text tokenised) and keep it in memory "
+                  "instead of once per epoch: the same batches, less CPU per step, the memory of every turn's pooled "
+                  "features (the video demo: ~0.6 GB). Default: on for the embedded demo, off otherwise (AVSD-sized data)."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training split (debugging)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the validation split."})
@@ -447,8 +452,9 @@ def _main(argv: list[str], progress: dict):
     def turns(name, for_generation=False):
         if name not in video_lengths:
             video_lengths[name] = video_token_counts(stores[name], splits[name]["image_id"], processor)
-        # the demo's training turns are processed once, not once per epoch (same batches; avsd_dataset/demo.py)
-        cached = demo and demo_args.demo_cache_train_turns and name == "train" and not for_generation
+        # training turns processed once, not once per epoch (same batches; avsd_dataset/turns.py)
+        cache = data_args.cache_train_turns if data_args.cache_train_turns is not None else demo
+        cached = cache and name == "train" and not for_generation
         dataset_class = CachedTurnDataset if cached else DialogueTurnDataset
         whole = data_args.train_on_whole_dialogues and name == "train" and not for_generation
         return dataset_class(

@@ -80,31 +80,6 @@ class DemoArguments:
     demo_num_test_dialogs: int = field(default=192, metadata={"help": "Size of the synthetic test split (demo)."})
     demo_noise: float = field(default=1.0, metadata={"help": "Feature noise of the synthetic videos (demo)."})
     demo_seed: int = field(default=0, metadata={"help": "Seed of the synthetic dataset (demo)."})
-    demo_cache_train_turns: bool = field(
-        default=True,
-        metadata={"help": "Process each training turn once and keep it in memory instead of once per epoch (the same batches, "
-                  "less CPU time; false: as before issue 24)."},
-    )
-
-
-class CachedTurnDataset(DialogueTurnDataset):
-    """A training `DialogueTurnDataset` that processes each turn once and keeps the result in memory (the demo's
-    1,500 dialogues: ~15,000 turns of 4 x 4 regions, ~60 MB). Processing a turn (tokenising its caption, history and
-    question, reading its features) is deterministic and the collator draws all the randomness, so every epoch gets
-    the very arrays it would have computed again: the same batches, bit for bit. Fetching a batch's turns was 16% of
-    a training step (issue 24: 0.144 -> 0.122 s CPU per step with it, docs/experiments.md). The collator gets
-    copies, so nothing it does to a batch can reach the cache. Not for AVSD-sized features (memory)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._cache: dict[int, dict] = {}
-
-    def __getitem__(self, index):
-        index = int(index)
-        item = self._cache.get(index)
-        if item is None:
-            item = self._cache[index] = super().__getitem__(index)
-        return {name: value.copy() if hasattr(value, "copy") else value for name, value in item.items()}
 
 
 def evaluate_demo_answers(

@@ -14,7 +14,7 @@ CPU time, not wall time, is what to compare on a shared machine: a run that wait
 more CPU. The CPU model and the load average at the start are printed with the numbers.
 
 Cases:
-- `before`: the demo as it was before issue 24: `--demo_cache_train_turns false` and today's flags set back to the
+- `before`: the demo as it was before issue 24: `--cache_train_turns false` and today's flags set back to the
   old values (BEFORE_ARGS below).
 - `width_128`: as `after`, with the 2 x 128 model of the demo before its width became 96.
 - `no_guard`: as `after`, with `--max_nonfinite_grad_skips -1` (no check of the gradients before each update).
@@ -37,7 +37,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The demo's settings before issue 24 (those that issue 24 changed), given explicitly so that the comparison holds
 # whatever the defaults become.
 BEFORE_ARGS = [
-    "--demo_cache_train_turns", "false",
+    "--cache_train_turns", "false",
     "--num_train_epochs", "8",
     "--learning_rate", "3e-3",
     "--eval_max_generation_examples", "64",

@@ -9,6 +9,7 @@ import numpy as np
 from safetensors.numpy import load_file
 
 import avsd_dataset.demo as avsd_demo
+import avsd_dataset.turns as avsd_turns
 import vgd_training.process as vgd_process
 import run_vgd
 from test_run_vgd import TINY
@@ -23,8 +24,8 @@ def _train(tmp_path, name, extra):
 
 def test_cached_training_turns_give_the_same_run(tmp_path):
     """6 steps over 3 epochs of 24 dialogues (batch 8): the turns come from the cache from the second epoch on."""
-    cached = _train(tmp_path, "cached", ["--demo_cache_train_turns", "true", "--eval_max_generation_examples", "0"])
-    plain = _train(tmp_path, "plain", ["--demo_cache_train_turns", "false"])
+    cached = _train(tmp_path, "cached", ["--cache_train_turns", "true", "--eval_max_generation_examples", "0"])
+    plain = _train(tmp_path, "plain", ["--cache_train_turns", "false"])
     logs = [json.loads((folder / "trainer_state.json").read_text())["log_history"] for folder in (cached, plain)]
     keys = ("loss", "response_loss", "mlm_loss", "mvm_loss", "mvt_loss", "grad_norm")
     steps = [[{key: log[key] for key in keys if key in log} for log in history if "loss" in log] for history in logs]
@@ -43,7 +44,7 @@ def test_cached_turn_dataset_hands_out_copies():
     class Source:
         calls = 0
 
-    class Dataset(avsd_demo.CachedTurnDataset):
+    class Dataset(avsd_turns.CachedTurnDataset):
         def __init__(self):
             self._cache = {}
 
@@ -54,8 +55,8 @@ def test_cached_turn_dataset_hands_out_copies():
         Source.calls += 1
         return {"input_ids": np.arange(4)}
 
-    original = avsd_demo.DialogueTurnDataset.__getitem__
-    avsd_demo.DialogueTurnDataset.__getitem__ = fresh
+    original = avsd_turns.DialogueTurnDataset.__getitem__
+    avsd_turns.DialogueTurnDataset.__getitem__ = fresh
     try:
         dataset = Dataset()
         first = dataset[0]
@@ -63,7 +64,7 @@ def test_cached_turn_dataset_hands_out_copies():
         assert dataset[0]["input_ids"].tolist() == [0, 1, 2, 3]
         assert Source.calls == 1
     finally:
-        avsd_demo.DialogueTurnDataset.__getitem__ = original
+        avsd_turns.DialogueTurnDataset.__getitem__ = original
 
 
 def test_stage_times_count_cpu_and_wall(capsys):
@@ -88,7 +89,9 @@ def test_demo_defaults_of_issue_24():
     defaults = avsd_demo.DEMO_TRAINING_DEFAULTS
     assert defaults["num_train_epochs"] == 7.5 and defaults["eval_max_generation_examples"] == 0 and defaults["cpu_threads"] == 1
     demo = avsd_demo.DemoArguments()
-    assert demo.demo_cache_train_turns is True and (demo.demo_n_layer, demo.demo_n_embd, demo.demo_n_head) == (2, 96, 4)
+    assert (demo.demo_n_layer, demo.demo_n_embd, demo.demo_n_head) == (2, 96, 4)
+    # the training turns are cached for the embedded demo unless --cache_train_turns says otherwise
+    assert run_vgd.DataArguments().cache_train_turns is None
 
 
 def test_bench_demo_runs_both_cases(tmp_path):

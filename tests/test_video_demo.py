@@ -56,6 +56,9 @@ def test_the_command_runs_every_stage_and_reports_the_table(demo_run, tmp_path_f
     # the temporal encoding starts large enough to tell the clips apart in time, and the model records it
     assert trained_with[trained_with.index("--video_frame_init_std") + 1] == "0.5"
     assert trained_with[trained_with.index("--video_frame_init") + 1] == "sinusoidal"
+    # one torch thread per process with --num_processes 2; the training turns processed once and kept in memory
+    assert trained_with[trained_with.index("--cpu_threads") + 1] == "1"
+    assert trained_with[trained_with.index("--cache_train_turns") + 1] == "True"
     # the clip tokens as they are by default; --video_whitening_components K reaches run_vgd.py
     assert "--video_whitening_components" not in trained_with
     with open(root / "model" / "config.json") as f:
@@ -180,7 +183,9 @@ def test_spatiotemporal_tokens_reuse_the_features_and_answer_from_an_mp4_with_ev
             "--video_pooling", "spatiotemporal"]  # and training in this process (the default, --num_processes 1)
     result = main(argv)
     with open(tmp_path / "model" / "video_demo.json") as f:
-        assert json.load(f)["num_processes"] == 1
+        record = json.load(f)
+    assert record["num_processes"] == 1
+    assert record["argv"][record["argv"].index("--cpu_threads") + 1] == "2"  # one process: two torch threads
     assert result["rendered"]["rendered"] == 0 and result["extracted"]["train"]["done"] == 0 and result["trained"] is True
     assert result["paths"]["feature_dir"] == first["paths"]["feature_dir"]
     model = VGDGPT2ForDialogue.from_pretrained(str(tmp_path / "model")).eval()
@@ -232,6 +237,9 @@ def test_failed_training_processes_stop_the_demo_naming_the_command(tmp_path):
         train_in_processes(["--no_such_option", "1", "--output_dir", str(tmp_path)], 2, str(tmp_path))
     with pytest.raises(ValueError, match="--num_processes must be at least 1, got 0"):
         VideoDemoArguments(num_processes=0)
+    with pytest.raises(ValueError, match="--cpu_threads must be at least 1, got 0"):
+        VideoDemoArguments(cpu_threads=0)
+    assert (VideoDemoArguments().cpu_threads, VideoDemoArguments(num_processes=2).cpu_threads) == (2, 1)
 
 
 def _processes_mentioning(text):
