@@ -51,6 +51,8 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
+from configuration_vgd_gpt2 import VIDEO_FRAME_INIT_MODES
+
 from .synthetic_video import RENDERER_VERSION
 
 
@@ -120,7 +122,7 @@ class VideoDemoArguments:
         metadata={"help": "How the model's temporal encoding starts (run_vgd --video_frame_init): sinusoidal (the sine / cosine "
                   "table at --video_frame_init_std; over three seeds of renderer 4, 0.892 against 0.887 with random rows, within "
                   "the spread between seeds) or normal (random rows, docs/video.md).",
-                  "choices": ["normal", "sinusoidal"]},
+                  "choices": list(VIDEO_FRAME_INIT_MODES)},
     )
     video_whitening_components: int = field(
         default=0,
