@@ -138,6 +138,12 @@ class VideoDemoArguments:
                   "response, MLM and MVM targets; off, seeds 0 / 1 answered 0.906 / 0.880 against 0.896 / 0.865, and a step "
                   "has no <cls> token to compute (docs/video.md)."},
     )
+    mlm_probability: float = field(
+        default=0.15,
+        metadata={"help": "Fraction of the context's text tokens (caption, history, question) masked for MLM (run_vgd "
+                  "--mlm_probability). MLM is where the model learns to read the object and the count: the masked caption "
+                  "words are put back from the video (docs/video.md)."},
+    )
     learning_rate: float = field(default=1.5e-3, metadata={"help": "Peak learning rate (1.5e-3: half the feature demo's, which learned the order of the actions in more seeds here, docs/video.md)."})
     num_processes: int = field(
         default=1,
@@ -175,6 +181,8 @@ class VideoDemoArguments:
             raise ValueError(f"--video_frame_init_std must be >= 0 (0: GPT-2's initializer_range), got {self.video_frame_init_std}")
         if self.video_whitening_components < 0:
             raise ValueError(f"--video_whitening_components must be >= 0 (0: no whitening), got {self.video_whitening_components}")
+        if not 0.0 <= self.mlm_probability <= 1.0:
+            raise ValueError(f"--mlm_probability must be in [0, 1], got {self.mlm_probability}")
         if self.height % 2 or self.width % 2:
             raise ValueError(f"H.264 needs an even frame size, got {self.width}x{self.height}")
         if self.cpu_threads is None:
@@ -270,6 +278,7 @@ def training_arguments(args: VideoDemoArguments, where: dict[str, str], model_pa
         train_sampling_strategy=args.train_sampling_strategy,
         generation_num_beams=args.generation_num_beams, generation_max_new_tokens=args.generation_max_new_tokens,
         cpu_threads=args.cpu_threads, use_mvt=args.use_mvt, cache_train_turns=args.cache_train_turns,
+        mlm_probability=args.mlm_probability,
     )
     if args.video_frame_init_std > 0:
         settings["video_frame_init_std"] = args.video_frame_init_std
