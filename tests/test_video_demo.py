@@ -59,8 +59,8 @@ def test_the_command_runs_every_stage_and_reports_the_table(demo_run, tmp_path_f
     # one torch thread per process with --num_processes 2; the training turns processed once and kept in memory
     assert trained_with[trained_with.index("--cpu_threads") + 1] == "1"
     assert trained_with[trained_with.index("--cache_train_turns") + 1] == "True"
-    # MLM masks 15 % of the context's text tokens (the caption's object and count are put back from the video)
-    assert trained_with[trained_with.index("--mlm_probability") + 1] == "0.15"
+    # MLM masks 30 % of the context's text tokens (the caption's object and count are put back from the video)
+    assert trained_with[trained_with.index("--mlm_probability") + 1] == "0.3"
     # the clip tokens as they are by default; --video_whitening_components K reaches run_vgd.py
     assert "--video_whitening_components" not in trained_with
     with open(root / "model" / "config.json") as f:
